@@ -1,15 +1,42 @@
-"""One validated, immutable settings object, whatever the source (UI, API, X/Y/Z, infotext)."""
+"""One validated, immutable settings object, whatever the source (UI, API, X/Y/Z, infotext).
+
+Every way in ends in :func:`from_named`, so a value refused from the API is refused with the
+same words from an infotext paste or an X/Y/Z axis.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
+
+from sdxl_refiner.errors import SettingsError
 
 HiresPass = Literal["default", "first", "second", "both"]
 
 DEFAULT_STEPS_PERCENT = 20.0
 DEFAULT_AESTHETIC_SCORE = 6.0
 DEFAULT_NEGATIVE_AESTHETIC_SCORE = 2.5
+AESTHETIC_SCORE_RANGE = (0.0, 10.0)
+
+UI_ARG_ORDER = (
+    "enabled",
+    "checkpoint",
+    "steps_percent",
+    "aesthetic_score",
+    "negative_aesthetic_score",
+    "start_step",
+    "hires_pass",
+)
+STEP_FIELDS = ("steps_percent", "start_step", "start_step_percentage")
+HIRES_PASS_LABELS: dict[str, str] = {
+    "default": "Default (from settings)",
+    "first": "First pass",
+    "second": "Second pass",
+    "both": "Both passes",
+}
 
 
 @dataclass(frozen=True)
@@ -30,3 +57,183 @@ class Settings:
     aesthetic_score: float = DEFAULT_AESTHETIC_SCORE
     negative_aesthetic_score: float = DEFAULT_NEGATIVE_AESTHETIC_SCORE
     hires_pass: HiresPass = "default"
+
+    @property
+    def refiner_off(self) -> bool:
+        """True when nothing may change: toggle off, or an explicit share of 0 %."""
+        return not self.enabled or self.steps_percent == 0
+
+
+FIELD_NAMES = tuple(field.name for field in dataclasses.fields(Settings))
+
+
+def _describe(value: object) -> str:
+    return f"{value!r} ({type(value).__name__})"
+
+
+def _fail(field: str, value: object, allowed: str, fix: str) -> SettingsError:
+    return SettingsError(f"SDXL Refiner: '{field}' must be {allowed}; got {_describe(value)}. {fix}")
+
+
+def _boolean(field: str, value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise _fail(field, value, "true or false", "Send a JSON boolean, not a string or number.")
+
+
+def _number(field: str, value: object, low: float, high: float, example: str) -> float:
+    allowed = f"a number from {low:g} to {high:g}"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _fail(field, value, allowed, f"Send a number such as {example}.")
+    number = float(value)
+    if not math.isfinite(number) or not low <= number <= high:
+        raise _fail(field, value, allowed, f"Use a value from {low:g} to {high:g}, such as {example}.")
+    return number
+
+
+def _start_step(value: object) -> int:
+    allowed = "a whole number of base steps, 0 or more"
+    fix = "Send an integer such as 24 (the refiner then starts at step 25)."
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _fail("start_step", value, allowed, fix)
+    if isinstance(value, float) and not (math.isfinite(value) and value.is_integer()):
+        raise _fail("start_step", value, allowed, fix)
+    if value < 0:
+        raise _fail("start_step", value, allowed, fix)
+    return int(value)
+
+
+def _checkpoint(value: object) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise _fail(
+            "checkpoint", value, "a checkpoint name (text)", "Send a title from /sdapi/v1/sd-models."
+        )
+    return value.strip()
+
+
+def _hires_pass(value: object) -> HiresPass:
+    if isinstance(value, str):
+        wanted = value.strip().lower()
+        for name, label in HIRES_PASS_LABELS.items():
+            if wanted in (name, label.lower()):
+                return name  # type: ignore[return-value]
+    allowed = "one of " + ", ".join(f"'{name}'" for name in HIRES_PASS_LABELS)
+    raise _fail("hires_pass", value, allowed, "'default' follows the WebUI setting 'Hires fix: which pass'.")
+
+
+def _refuse_unknown(keys: object) -> None:
+    unknown = [key for key in keys if key not in FIELD_NAMES]  # type: ignore[attr-defined]
+    if unknown:
+        raise SettingsError(
+            f"SDXL Refiner: unknown argument {unknown[0]!r}; the allowed names are "
+            f"{', '.join(FIELD_NAMES)}. Check the spelling."
+        )
+
+
+def _step_fields(values: Mapping[str, object]) -> dict[str, object]:
+    given = {name: values[name] for name in STEP_FIELDS if values.get(name) is not None}
+    if len(given) > 1:
+        shown = ", ".join(f"{name}={value!r}" for name, value in given.items())
+        raise SettingsError(
+            f"SDXL Refiner: give only one of 'steps_percent', 'start_step', 'start_step_percentage'; "
+            f"got {shown}. Remove all but one."
+        )
+    if not given:
+        return {"steps_percent": DEFAULT_STEPS_PERCENT, "start_step": None, "start_step_percentage": None}
+    name, value = next(iter(given.items()))
+    fields: dict[str, object] = dict.fromkeys(STEP_FIELDS)
+    if name == "start_step":
+        fields[name] = _start_step(value)
+    else:
+        fields[name] = _number(name, value, 0.0, 100.0, "20" if name == "steps_percent" else "80")
+    return fields
+
+
+def from_named(values: Mapping[str, object]) -> Settings:
+    """Build Settings from named values (the API's dict, infotext, X/Y/Z); unknown keys are refused.
+
+    Absent or ``None`` values take the defaults, so an API caller sends only what it changes;
+    an absent ``enabled`` means on, since sending the values at all is asking for the refiner.
+    """
+    if not isinstance(values, Mapping):
+        raise _fail("args", values, "a dict of named arguments", "Send an object such as {\"enabled\": true}.")
+    _refuse_unknown(values.keys())
+    defaults = Settings()
+
+    def given(name: str) -> object:
+        value = values.get(name)
+        return getattr(defaults, name) if value is None else value
+
+    settings = Settings(
+        enabled=_boolean("enabled", True if values.get("enabled") is None else values["enabled"]),
+        checkpoint=_checkpoint(values.get("checkpoint")),
+        aesthetic_score=_number("aesthetic_score", given("aesthetic_score"), *AESTHETIC_SCORE_RANGE, "6"),
+        negative_aesthetic_score=_number(
+            "negative_aesthetic_score", given("negative_aesthetic_score"), *AESTHETIC_SCORE_RANGE, "2.5"
+        ),
+        hires_pass=_hires_pass(given("hires_pass")),
+        **_step_fields(values),  # type: ignore[arg-type]
+    )
+    if not settings.refiner_off and not settings.checkpoint:
+        raise SettingsError(
+            "SDXL Refiner: 'checkpoint' is empty while the refiner is enabled. Choose a refiner "
+            "checkpoint (a title from /sdapi/v1/sd-models), or turn the refiner off."
+        )
+    return settings
+
+
+def named_from_ui_args(args: Sequence[object]) -> dict[str, object]:
+    """Positional args in UI order -> named values; the UI's start step 0 means "use the %"."""
+    if len(args) > len(UI_ARG_ORDER):
+        raise SettingsError(
+            f"SDXL Refiner: got {len(args)} positional arguments; at most {len(UI_ARG_ORDER)} are "
+            f"allowed, in this order: {', '.join(UI_ARG_ORDER)}. Remove the extra ones, or send one "
+            "dict of named arguments."
+        )
+    named = dict(zip(UI_ARG_ORDER[: len(args)], args, strict=True))
+    if named.get("enabled") is None:
+        named["enabled"] = False
+    start_step = named.get("start_step")
+    if start_step is None or (start_step == 0 and not isinstance(start_step, bool)):
+        named.pop("start_step", None)
+    elif "steps_percent" in named:
+        named.pop("steps_percent")
+    return named
+
+
+def _merge(named: Mapping[str, object], overrides: Mapping[str, object]) -> dict[str, object]:
+    _refuse_unknown(overrides.keys())
+    merged = dict(named)
+    if any(overrides.get(name) is not None for name in STEP_FIELDS):
+        for name in STEP_FIELDS:
+            merged.pop(name, None)
+    merged.update(overrides)
+    return merged
+
+
+def from_ui_args(args: Sequence[object], overrides: Mapping[str, object] | None = None) -> Settings:
+    """Script args -> Settings: positional in UI_ARG_ORDER, or one dict of named args first.
+
+    ``overrides`` (X/Y/Z values) are applied before validation, so an axis can supply what the
+    panel lacks, e.g. a checkpoint. A step field among them replaces the panel's step field.
+    """
+    args = tuple(args)
+    if args and isinstance(args[0], Mapping):
+        if len(args) > 1:
+            raise SettingsError(
+                f"SDXL Refiner: a dict of named arguments must be the only argument; got "
+                f"{len(args) - 1} more after it. Put every value into the dict."
+            )
+        named = dict(args[0])
+        _refuse_unknown(named.keys())
+    else:
+        named = named_from_ui_args(args)
+    return from_named(_merge(named, overrides or {}))
+
+
+def with_overrides(settings: Settings, **changes: object) -> Settings:
+    """Settings with some values replaced (X/Y/Z), validated like any other input."""
+    named = {name: getattr(settings, name) for name in FIELD_NAMES}
+    return from_named(_merge(named, changes))
