@@ -1,0 +1,112 @@
+// SDXL Refiner: the live line under the "Refiner steps %" slider, e.g.
+// "Base: steps 1–24 · Refiner: steps 25–30". The split follows sdxl_refiner/schedule.py exactly;
+// tests/test_javascript_split.py runs the pure functions below under node against the Python plan.
+
+(function() {
+    "use strict";
+
+    var USUAL_SHARE_LOW = 10;
+    var USUAL_SHARE_HIGH = 30;
+
+    // Steps the sampler really runs: img2img runs int(min(strength, 0.999) * steps) + 1 unless the
+    // WebUI option "img2img_fix_steps" is set (sd_samplers_common.setup_img2img_steps).
+    function stepsRun(steps, denoisingStrength, isImg2img, fixSteps) {
+        if (!isImg2img || fixSteps) {
+            return steps;
+        }
+        return Math.trunc(Math.min(denoisingStrength, 0.999) * steps) + 1;
+    }
+
+    // Refiner steps for a share of percent %: half rounds up (Math.round), at least 1 when the share
+    // is above 0, never more than the steps.
+    function refinerStepCount(steps, percent) {
+        var count = Math.round(steps * percent / 100);
+        if (percent > 0) {
+            count = Math.max(count, 1);
+        }
+        return Math.min(count, steps);
+    }
+
+    // The split of one pass. startStep above 0 is the panel's absolute override of the share; at or
+    // past the end it leaves the refiner the last step, as the Python plan does.
+    function planSplit(steps, percent, startStep) {
+        var baseSteps;
+        if (startStep > 0) {
+            baseSteps = startStep >= steps ? steps - 1 : startStep;
+        } else {
+            baseSteps = steps - refinerStepCount(steps, percent);
+        }
+        return {steps: steps, baseSteps: baseSteps, refinerSteps: steps - baseSteps};
+    }
+
+    function stepRange(first, last) {
+        return first === last ? "step " + first : "steps " + first + "–" + last;
+    }
+
+    function describeSplit(split, percent, startStep) {
+        if (percent === 0 && !(startStep > 0)) {
+            return {line: "Refiner off at 0 %: the base runs all " + split.steps + " steps", hint: ""};
+        }
+        var base = split.baseSteps > 0 ? "Base: " + stepRange(1, split.baseSteps) : "Base: no step";
+        var refiner = split.refinerSteps > 0 ? "Refiner: " + stepRange(split.baseSteps + 1, split.steps) : "Refiner: no step";
+        var share = startStep > 0 ? 100 * split.refinerSteps / split.steps : percent;
+        var hint = "";
+        if (split.refinerSteps === 0) {
+            hint = "The refiner gets no step: raise the share, or set it to 0 % to turn it off on purpose.";
+        } else if (split.baseSteps === 0) {
+            hint = "The refiner runs every step: it cannot compose an image from noise; 10–30 % is usual.";
+        } else if (share < USUAL_SHARE_LOW || share > USUAL_SHARE_HIGH) {
+            hint = "Outside the usual 10–30 % share.";
+        }
+        return {line: base + " · " + refiner, hint: hint};
+    }
+
+    var api = {stepsRun: stepsRun, refinerStepCount: refinerStepCount, planSplit: planSplit, describeSplit: describeSplit};
+    if (typeof module !== "undefined" && module.exports) {
+        module.exports = api;
+        return;
+    }
+
+    function numberIn(elemId, fallback) {
+        var input = gradioApp().querySelector("#" + elemId + " input[type=number]");
+        var value = input ? parseFloat(input.value) : NaN;
+        return isNaN(value) ? fallback : value;
+    }
+
+    function updateTab(tab) {
+        var lineElem = gradioApp().querySelector("#sdxl_refiner_" + tab + "_split");
+        if (!lineElem) {
+            return;
+        }
+        var isImg2img = tab === "img2img";
+        var fixSteps = typeof opts !== "undefined" && Boolean(opts.img2img_fix_steps);
+        var steps = stepsRun(numberIn(tab + "_steps", 20), numberIn(tab + "_denoising_strength", 0.75), isImg2img, fixSteps);
+        var percent = numberIn("sdxl_refiner_" + tab + "_steps_percent", 20);
+        var startStep = numberIn("sdxl_refiner_" + tab + "_start_step", 0);
+        var text = describeSplit(planSplit(steps, percent, startStep), percent, startStep);
+        var target = lineElem.querySelector(".sdxl-refiner-split-text");
+        if (!target) {
+            target = document.createElement("span");
+            target.className = "sdxl-refiner-split-text";
+            lineElem.appendChild(target);
+        }
+        var shown = text.line + (text.hint ? " — " + text.hint : "");
+        if (target.textContent !== shown) {
+            target.textContent = shown;
+            target.classList.toggle("sdxl-refiner-hint", Boolean(text.hint));
+        }
+    }
+
+    function updateAll() {
+        updateTab("txt2img");
+        updateTab("img2img");
+    }
+
+    onUiLoaded(function() {
+        gradioApp().addEventListener("input", updateAll);
+        gradioApp().addEventListener("change", updateAll);
+        updateAll();
+    });
+    onAfterUiUpdate(updateAll);
+    onOptionsChanged(updateAll);
+})();
