@@ -1,0 +1,10 @@
+"""Shared pytest setup: the repository root is importable, so tests import ``tests.support``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+REPOSITORY_ROOT = str(Path(__file__).resolve().parent.parent)
+if REPOSITORY_ROOT not in sys.path:
+    sys.path.insert(0, REPOSITORY_ROOT)

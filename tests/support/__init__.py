@@ -1,0 +1,1 @@
+"""Real, small stand-ins for the models the tests sample with and the files they load."""

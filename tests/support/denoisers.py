@@ -1,0 +1,164 @@
+"""The sampling stack the WebUI builds around an SDXL UNet, in small.
+
+``TinySDXL`` plays the WebUI's SDXL model: the UNet sits at ``model.diffusion_model`` and
+``apply_model(x, t, cond)`` calls it with ``context=cond["crossattn"], y=cond["vector"]``.
+Around it: k-diffusion's ``CompVisDenoiser`` (an eps model with SDXL's ``alphas_cumprod``) and
+classifier-free guidance (``CFGDenoiser``), whose forward takes ``cond``/``uncond`` as the
+sampler's extra args, as the WebUI's does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import torch
+from k_diffusion import sampling
+from k_diffusion.external import CompVisDenoiser
+from torch import nn
+
+from tests.support.tiny_unet import make_tiny_unet
+
+Cond = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class TinyWidths:
+    """SDXL's layout at a small scale: two text encoders, pooled output, scalar embeddings."""
+
+    first_text_width: int = 4
+    second_text_width: int = 8
+    scalar_embed_dim: int = 4
+    tokens: int = 5
+
+    @property
+    def base_context_dim(self) -> int:
+        return self.first_text_width + self.second_text_width
+
+    @property
+    def base_adm(self) -> int:
+        return self.second_text_width + 6 * self.scalar_embed_dim
+
+    @property
+    def refiner_context_dim(self) -> int:
+        return self.second_text_width
+
+    @property
+    def refiner_adm(self) -> int:
+        return self.second_text_width + 5 * self.scalar_embed_dim
+
+
+WIDTHS = TinyWidths()
+
+
+def sdxl_alphas_cumprod() -> torch.Tensor:
+    """SDXL's training schedule: scaled-linear betas from 0.00085 to 0.012 over 1000 steps."""
+    betas = torch.linspace(0.00085**0.5, 0.012**0.5, 1000, dtype=torch.float64) ** 2
+    return torch.cumprod(1 - betas, dim=0).float()
+
+
+class UNetHolder(nn.Module):
+    def __init__(self, diffusion_model: nn.Module):
+        super().__init__()
+        self.diffusion_model = diffusion_model
+
+
+class TinySDXL(nn.Module):
+    def __init__(self, unet: nn.Module):
+        super().__init__()
+        self.model = UNetHolder(unet)
+        self.register_buffer("alphas_cumprod", sdxl_alphas_cumprod())
+
+    def apply_model(self, x: torch.Tensor, t: torch.Tensor, cond: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return self.model.diffusion_model(x, t, context=cond["crossattn"], y=cond["vector"])
+
+
+class CFGDenoiser(nn.Module):
+    """Classifier-free guidance; a cond batch may hold several prompts per image (AND prompts)."""
+
+    def __init__(self, inner_model: CompVisDenoiser):
+        super().__init__()
+        self.inner_model = inner_model
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor, cond: Cond, uncond: Cond, cond_scale: float) -> torch.Tensor:
+        images = x.shape[0]
+        per_cond = cond["crossattn"].shape[0] // images
+        per_uncond = uncond["crossattn"].shape[0] // images
+        x_in = torch.cat([x.repeat_interleave(per_cond, 0), x.repeat_interleave(per_uncond, 0)])
+        sigma_in = torch.cat([sigma.repeat_interleave(per_cond, 0), sigma.repeat_interleave(per_uncond, 0)])
+        cond_in = {key: torch.cat([cond[key], uncond[key]]) for key in ("crossattn", "vector")}
+        out = self.inner_model(x_in, sigma_in, cond=cond_in)
+        split = images * per_cond
+        denoised_cond = out[:split].unflatten(0, (images, per_cond)).mean(1)
+        denoised_uncond = out[split:].unflatten(0, (images, per_uncond)).mean(1)
+        return denoised_uncond + (denoised_cond - denoised_uncond) * cond_scale
+
+
+def build_stack(unet: nn.Module) -> tuple[TinySDXL, CFGDenoiser]:
+    sd_model = TinySDXL(unet)
+    return sd_model, CFGDenoiser(CompVisDenoiser(sd_model))
+
+
+def base_unet(seed: int = 1) -> nn.Module:
+    return make_tiny_unet(seed, context_dim=WIDTHS.base_context_dim, adm_in_channels=WIDTHS.base_adm)
+
+
+def refiner_unet(seed: int = 2) -> nn.Module:
+    return make_tiny_unet(seed, context_dim=WIDTHS.refiner_context_dim, adm_in_channels=WIDTHS.refiner_adm)
+
+
+def base_conds(rows: int, seed: int) -> Cond:
+    """Base-type conds of ``rows`` prompts, as the base conditioner would lay them out."""
+    generator = torch.Generator().manual_seed(seed)
+    return {
+        "crossattn": torch.randn(rows, WIDTHS.tokens, WIDTHS.base_context_dim, generator=generator),
+        "vector": torch.randn(rows, WIDTHS.base_adm, generator=generator),
+    }
+
+
+SCHEDULES = ("automatic", "karras", "exponential", "polyexponential")
+
+
+def schedule_sigmas(schedule: str, denoiser: CompVisDenoiser, steps: int) -> torch.Tensor:
+    """The WebUI's schedules: the model's own, or k-diffusion's over the model's sigma range."""
+    if schedule == "automatic":
+        return denoiser.get_sigmas(steps)
+    sigma_min, sigma_max = denoiser.sigmas[0].item(), denoiser.sigmas[-1].item()
+    make = {
+        "karras": sampling.get_sigmas_karras,
+        "exponential": sampling.get_sigmas_exponential,
+        "polyexponential": sampling.get_sigmas_polyexponential,
+    }[schedule]
+    return make(steps, sigma_min, sigma_max)
+
+
+BROWNIAN_SAMPLERS = frozenset({"dpmpp_sde", "dpmpp_2m_sde", "dpmpp_3m_sde"})
+EXACT_SAMPLERS = (
+    "euler", "euler_ancestral", "lms", "heun", "dpm_2", "dpm_2_ancestral",
+    "dpmpp_2s_ancestral", "dpmpp_sde", "dpmpp_2m", "dpmpp_2m_sde", "dpmpp_3m_sde",
+)
+
+
+def run_sampler(
+    sampler: str,
+    model: Callable[..., torch.Tensor],
+    sigmas: torch.Tensor,
+    extra_args: Mapping[str, object],
+    seed: int,
+    callback: Callable[[dict], None] | None = None,
+    shape: tuple[int, ...] = (1, 4, 8, 8),
+) -> torch.Tensor:
+    """One txt2img sampling run, seeded as the WebUI seeds it (global RNG; Brownian tree per image)."""
+    torch.manual_seed(seed)
+    x = torch.randn(shape) * sigmas[0]
+    function = getattr(sampling, f"sample_{sampler}")
+    kwargs: dict[str, object] = {}
+    if sampler in BROWNIAN_SAMPLERS:
+        sigma_min, sigma_max = sigmas[sigmas > 0].min(), sigmas.max()
+        seeds = [seed + index for index in range(shape[0])]
+        kwargs["noise_sampler"] = sampling.BrownianTreeNoiseSampler(x, sigma_min, sigma_max, seed=seeds)
+    if sampler in ("dpm_fast", "dpm_adaptive"):
+        sigma_min, sigma_max = sigmas[sigmas > 0].min().item(), sigmas.max().item()
+        limits: tuple[object, ...] = (sigma_min, sigma_max, len(sigmas) - 1) if sampler == "dpm_fast" else (sigma_min, sigma_max)
+        return function(model, x, *limits, extra_args=dict(extra_args), callback=callback, disable=True)
+    return function(model, x, sigmas, extra_args=dict(extra_args), callback=callback, disable=True, **kwargs)
