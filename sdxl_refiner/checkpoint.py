@@ -1,0 +1,634 @@
+"""Refiner checkpoints: what a file is (from its header alone) and its UNet, read without the rest.
+
+The WebUI's own refiner reloads whole checkpoints at the switch. Reading only
+``model.diffusion_model.*`` (about three quarters of an SDXL refiner file) and deciding from the
+header what a file is keeps the switch cheap and refuses unusable files before sampling starts.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import os
+import pickle
+import struct
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+
+from sdxl_refiner.errors import CheckpointError
+
+UNET_PREFIX = "model.diffusion_model."
+SAFETENSORS_SUFFIXES = (".safetensors",)
+PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth")
+# sgm embeds every scalar of the ADM vector (image sizes, crop, aesthetic score) in 256 channels.
+SCALAR_EMBED_DIM = 256
+# Head width is not stored in the weights; every released SDXL-family config uses 64.
+SDXL_HEAD_CHANNELS = 64
+# Largest header the format allows (safetensors refuses more than 100 MB too).
+MAX_HEADER_BYTES = 100_000_000
+# Bytes of the file mapped at once while copying; bounds the extra resident memory of a load.
+READ_GROUP_BYTES = 64 * 2**20
+
+SDXL_REFINER_TEXT_KEY = "conditioner.embedders.0.model.ln_final.weight"
+SDXL_BASE_TEXT_KEY = "conditioner.embedders.1.model.ln_final.weight"
+SD1_TEXT_PREFIX = "cond_stage_model.transformer."
+SD2_TEXT_PREFIX = "cond_stage_model.model."
+
+_SAFETENSORS_DTYPES = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+_FLOAT_DTYPES = {"F64", "F32", "F16", "BF16"}
+
+
+class CheckpointKind(enum.Enum):
+    SDXL_REFINER = "SDXL refiner"
+    SDXL_BASE = "SDXL base-type"
+    SDXL_INPAINT = "SDXL inpainting"
+    SD1 = "SD 1.x"
+    SD2 = "SD 2.x"
+    OTHER = "other"
+
+
+@dataclass(frozen=True)
+class UNetConfig:
+    """An SDXL-family UNet's architecture, as far as the weights determine it.
+
+    Per-level tuples have one entry per ``channel_mult`` level; ``transformer_depth`` is 0 at levels
+    without attention. ``num_head_channels`` is not in the weights: it is the family's convention.
+    """
+
+    in_channels: int
+    out_channels: int
+    model_channels: int
+    channel_mult: tuple[int, ...]
+    num_res_blocks: tuple[int, ...]
+    transformer_depth: tuple[int, ...]
+    transformer_depth_middle: int
+    context_dim: int
+    adm_in_channels: int | None
+    num_head_channels: int = SDXL_HEAD_CHANNELS
+    use_linear_in_transformer: bool = True
+
+    @property
+    def attention_levels(self) -> tuple[int, ...]:
+        return tuple(level for level, depth in enumerate(self.transformer_depth) if depth)
+
+    @property
+    def attention_resolutions(self) -> tuple[int, ...]:
+        return tuple(2**level for level in self.attention_levels)
+
+    def as_sgm_params(self) -> dict:
+        """The ``network_config.params`` that make sgm's ``UNetModel`` build this very layout."""
+        res_blocks = set(self.num_res_blocks)
+        params: dict = {}
+        if self.adm_in_channels is not None:
+            params["adm_in_channels"] = self.adm_in_channels
+            params["num_classes"] = "sequential"
+        params.update(
+            in_channels=self.in_channels,
+            out_channels=self.out_channels,
+            model_channels=self.model_channels,
+            attention_resolutions=sorted(self.attention_resolutions, reverse=True),
+            num_res_blocks=res_blocks.pop() if len(res_blocks) == 1 else list(self.num_res_blocks),
+            channel_mult=list(self.channel_mult),
+            num_head_channels=self.num_head_channels,
+            use_spatial_transformer=True,
+            use_linear_in_transformer=self.use_linear_in_transformer,
+            transformer_depth=list(self.transformer_depth),
+            transformer_depth_middle=self.transformer_depth_middle,
+            context_dim=self.context_dim,
+            legacy=False,
+        )
+        return params
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    path: Path
+    kind: CheckpointKind
+    reason: str | None
+    unet_config: UNetConfig | None
+
+    @property
+    def usable_as_refiner(self) -> bool:
+        return self.reason is None and self.unet_config is not None
+
+
+@dataclass(frozen=True)
+class TensorEntry:
+    dtype: str
+    shape: tuple[int, ...]
+    start: int
+    end: int
+
+
+# ---------------------------------------------------------------------------------------------
+# Headers
+
+
+def _resolve_existing(path: str | os.PathLike) -> Path:
+    resolved = Path(path).expanduser().resolve()
+    if not resolved.is_file():
+        raise CheckpointError(
+            f"Refiner checkpoint {str(path)!r} does not exist or is not a file; "
+            "choose a checkpoint from the list (refresh it if the file was just added)."
+        )
+    return resolved
+
+
+def read_safetensors_header(path: str | os.PathLike) -> dict[str, TensorEntry]:
+    """Parses the JSON header and checks it against the file's size, so that a truncated or
+    corrupt file is refused with a clear message before any tensor is read."""
+    path = _resolve_existing(path)
+    size = path.stat().st_size
+    try:
+        with path.open("rb") as file:
+            prefix = file.read(8)
+            if len(prefix) < 8:
+                raise CheckpointError(
+                    f"Refiner checkpoint {str(path)!r} is {size} bytes long, too short to be a safetensors "
+                    "file; the file is truncated or not a checkpoint: download it again."
+                )
+            (header_len,) = struct.unpack("<Q", prefix)
+            if header_len > MAX_HEADER_BYTES or 8 + header_len > size:
+                raise CheckpointError(
+                    f"Refiner checkpoint {str(path)!r} has a corrupt safetensors header (it claims "
+                    f"{header_len} header bytes in a file of {size}); the file is truncated or damaged: "
+                    "download it again."
+                )
+            raw = file.read(header_len)
+    except OSError as error:
+        raise CheckpointError(f"Refiner checkpoint {str(path)!r} cannot be read: {error}.") from error
+    try:
+        header = json.loads(raw)
+        if not isinstance(header, dict):
+            raise ValueError("the header is not a JSON object")
+        entries = {
+            key: TensorEntry(
+                dtype=str(value["dtype"]),
+                shape=tuple(int(n) for n in value["shape"]),
+                start=int(value["data_offsets"][0]),
+                end=int(value["data_offsets"][1]),
+            )
+            for key, value in header.items()
+            if key != "__metadata__"
+        }
+    except (ValueError, KeyError, TypeError, IndexError) as error:
+        raise CheckpointError(
+            f"Refiner checkpoint {str(path)!r} has a corrupt safetensors header ({error}); "
+            "the file is damaged or not a safetensors file: download it again."
+        ) from error
+    data_bytes = size - 8 - header_len
+    needed = max((entry.end for entry in entries.values()), default=0)
+    if needed > data_bytes:
+        raise CheckpointError(
+            f"Refiner checkpoint {str(path)!r} is truncated: its header lists {needed} bytes of tensor "
+            f"data but the file holds {data_bytes}; the download or copy did not finish: download it again."
+        )
+    return entries
+
+
+def _load_pickled_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """``.ckpt``/``.pt`` only through ``weights_only=True``: a pickle may carry code, never run it."""
+    try:
+        try:
+            loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as error:
+            if "mmap" not in str(error):
+                raise
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise CheckpointError(
+            f"Refiner checkpoint {str(path)!r} was refused: its pickle asks for more than plain tensors "
+            f"(code or foreign types), which is never run. Use a .safetensors version of it. ({error})"
+        ) from error
+    except (RuntimeError, OSError, EOFError, ValueError) as error:
+        raise CheckpointError(
+            f"Refiner checkpoint {str(path)!r} cannot be read as a torch checkpoint ({error}); the file is "
+            "truncated or damaged: download it again, preferably as .safetensors."
+        ) from error
+    if isinstance(loaded, Mapping) and isinstance(loaded.get("state_dict"), Mapping):
+        loaded = loaded["state_dict"]
+    if not isinstance(loaded, Mapping):
+        raise CheckpointError(
+            f"Refiner checkpoint {str(path)!r} holds a {type(loaded).__name__}, not a state dict; "
+            "choose a Stable Diffusion checkpoint."
+        )
+    return {key: value for key, value in loaded.items() if isinstance(value, torch.Tensor)}
+
+
+def _check_suffix(path: Path) -> None:
+    if path.suffix.lower() not in SAFETENSORS_SUFFIXES + PICKLE_SUFFIXES:
+        raise CheckpointError(
+            f"Refiner checkpoint {str(path)!r} has the suffix {path.suffix!r}; allowed are "
+            f"{', '.join(SAFETENSORS_SUFFIXES + PICKLE_SUFFIXES)}. Choose a .safetensors checkpoint."
+        )
+
+
+def read_shapes(path: str | os.PathLike) -> dict[str, tuple[int, ...]]:
+    """Every tensor's shape: from the header for safetensors, from a weights-only load otherwise."""
+    resolved = _resolve_existing(path)
+    _check_suffix(resolved)
+    if resolved.suffix.lower() in SAFETENSORS_SUFFIXES:
+        return {key: entry.shape for key, entry in read_safetensors_header(resolved).items()}
+    return {key: tuple(value.shape) for key, value in _load_pickled_state_dict(resolved).items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# UNet config
+
+
+def _unet_error(problem: str) -> CheckpointError:
+    return CheckpointError(f"The UNet does not have the SDXL layout: {problem}.")
+
+
+def _shape(shapes: Mapping[str, Sequence[int]], key: str) -> tuple[int, ...]:
+    try:
+        return tuple(shapes[key])
+    except KeyError:
+        raise _unet_error(f"tensor {key!r} is missing") from None
+
+
+def _transformer_depth(shapes: Mapping[str, Sequence[int]], block: str) -> int:
+    depth = 0
+    while f"{block}.transformer_blocks.{depth}.norm1.weight" in shapes:
+        depth += 1
+    return depth
+
+
+def infer_unet_config(
+    shapes: Mapping[str, Sequence[int]], *, num_head_channels: int = SDXL_HEAD_CHANNELS
+) -> UNetConfig:
+    """Reads the architecture from tensor shapes (keys without ``model.diffusion_model.``).
+
+    Widths come from the model itself, never from constants, so fine-tunes and small test
+    models are handled like the released ones.
+    """
+    model_channels, in_channels = _shape(shapes, "input_blocks.0.0.weight")[:2]
+    out_channels = _shape(shapes, "out.2.weight")[0]
+    adm_in_channels = shapes["label_emb.0.0.weight"][1] if "label_emb.0.0.weight" in shapes else None
+    if "label_emb.weight" in shapes:
+        raise _unet_error("class-label embeddings (label_emb.weight) are not an SDXL ADM input")
+
+    channel_mult: list[int] = []
+    num_res_blocks: list[int] = []
+    depths: list[int] = []
+    context_dims: set[int] = set()
+    linear: set[bool] = set()
+    level_blocks = 0
+    level_depths: set[int] = set()
+    index = 1
+
+    def close_level(out_ch: int) -> None:
+        if out_ch % model_channels:
+            raise _unet_error(
+                f"{out_ch} channels at level {len(channel_mult)} is not a multiple of {model_channels}"
+            )
+        if len(level_depths) > 1:
+            raise _unet_error(
+                f"level {len(channel_mult)} mixes transformer depths {sorted(level_depths)} (0: no attention)"
+            )
+        channel_mult.append(out_ch // model_channels)
+        num_res_blocks.append(level_blocks)
+        depths.append(level_depths.pop() if level_depths else 0)
+
+    def note_transformer(block: str) -> int:
+        depth = _transformer_depth(shapes, block)
+        if depth == 0:
+            raise _unet_error(f"{block} has a projection but no transformer blocks")
+        context_dims.add(_shape(shapes, f"{block}.transformer_blocks.0.attn2.to_k.weight")[1])
+        linear.add(len(_shape(shapes, f"{block}.proj_in.weight")) == 2)
+        return depth
+
+    out_ch = model_channels
+    while True:
+        block = f"input_blocks.{index}"
+        if f"{block}.0.op.weight" in shapes:
+            close_level(out_ch)
+            level_blocks = 0
+        elif f"{block}.0.in_layers.2.weight" in shapes:
+            out_ch = _shape(shapes, f"{block}.0.in_layers.2.weight")[0]
+            level_blocks += 1
+            level_depths.add(note_transformer(f"{block}.1") if f"{block}.1.proj_in.weight" in shapes else 0)
+        else:
+            break
+        index += 1
+    if level_blocks == 0:
+        raise _unet_error("no residual blocks after the last downsampling (input_blocks)")
+    close_level(out_ch)
+    if "middle_block.1.proj_in.weight" not in shapes:
+        raise _unet_error("the middle block has no spatial transformer (middle_block.1)")
+    depth_middle = note_transformer("middle_block.1")
+    expected_outputs = sum(n + 1 for n in num_res_blocks)
+    if f"output_blocks.{expected_outputs - 1}.0.in_layers.2.weight" not in shapes or (
+        f"output_blocks.{expected_outputs}.0.in_layers.2.weight" in shapes
+    ):
+        raise _unet_error(f"expected {expected_outputs} output blocks for {len(num_res_blocks)} levels")
+    for index in range(expected_outputs):
+        block = f"output_blocks.{index}.1"
+        if f"{block}.proj_in.weight" in shapes:
+            note_transformer(block)
+    if len(context_dims) != 1:
+        raise _unet_error(f"transformers disagree on the context width: {sorted(context_dims)}")
+    if len(linear) != 1:
+        raise _unet_error("some transformers project with linear layers and some with convolutions")
+    return UNetConfig(
+        in_channels=in_channels,
+        out_channels=out_channels,
+        model_channels=model_channels,
+        channel_mult=tuple(channel_mult),
+        num_res_blocks=tuple(num_res_blocks),
+        transformer_depth=tuple(depths),
+        transformer_depth_middle=depth_middle,
+        context_dim=context_dims.pop(),
+        adm_in_channels=adm_in_channels,
+        num_head_channels=num_head_channels,
+        use_linear_in_transformer=linear.pop(),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Classification
+
+_NOT_SDXL_LATENT = (
+    "works in another latent space and cannot refine an SDXL image; "
+    "choose an SDXL refiner or an SDXL base-type checkpoint"
+)
+
+
+def _unet_shapes(shapes: Mapping[str, Sequence[int]]) -> dict[str, Sequence[int]]:
+    return {key[len(UNET_PREFIX) :]: shape for key, shape in shapes.items() if key.startswith(UNET_PREFIX)}
+
+
+def _other_architecture(shapes: Mapping[str, Sequence[int]], unet: Mapping[str, Sequence[int]]) -> str | None:
+    if any(key.startswith(("x_embedder.", "joint_blocks.")) for key in unet):
+        return "an SD3 (MMDiT) checkpoint"
+    if any(key.startswith(("double_blocks.", "single_blocks.")) for key in unet) or any(
+        key.startswith(("double_blocks.", "single_blocks.")) for key in shapes
+    ):
+        return "a Flux checkpoint"
+    if any(key.startswith(("down_blocks.", "unet.down_blocks.")) for key in shapes):
+        return "a diffusers-format UNet (use the single-file .safetensors checkpoint)"
+    if "input_blocks.0.0.weight" not in unet:
+        return "not a Stable Diffusion checkpoint (no model.diffusion_model.input_blocks UNet)"
+    return None
+
+
+def _kind_from_unet(config: UNetConfig) -> CheckpointKind | None:
+    """UNet-only files carry no text encoder: tell refiner from base by the ADM vector's make-up.
+
+    A refiner's vector is the pooled text embedding (as wide as its context) plus five scalar
+    embeddings; a base's is a pooled embedding narrower than its two-encoder context plus six.
+    """
+    if config.adm_in_channels is None:
+        return None
+    if config.adm_in_channels - 5 * SCALAR_EMBED_DIM == config.context_dim:
+        return CheckpointKind.SDXL_REFINER
+    pooled = config.adm_in_channels - 6 * SCALAR_EMBED_DIM
+    if 0 < pooled < config.context_dim:
+        return CheckpointKind.SDXL_BASE
+    return None
+
+
+def classify_shapes(path: Path, shapes: Mapping[str, Sequence[int]]) -> CheckpointInfo:
+    """The classification rules, apart from file reading, so they can be tested on shape tables."""
+    unet = _unet_shapes(shapes)
+    other = _other_architecture(shapes, unet)
+    if other:
+        return CheckpointInfo(
+            path, CheckpointKind.OTHER, f"{path.name} is {other}; it cannot refine SDXL", None
+        )
+
+    in_channels = unet["input_blocks.0.0.weight"][1]
+    context = next((shape[1] for key, shape in unet.items() if key.endswith("attn2.to_k.weight")), None)
+    if any(key.startswith(SD1_TEXT_PREFIX) for key in shapes):
+        return CheckpointInfo(
+            path,
+            CheckpointKind.SD1,
+            f"{path.name} is an SD 1.x checkpoint (context {context}); it {_NOT_SDXL_LATENT}",
+            None,
+        )
+    if any(key.startswith(SD2_TEXT_PREFIX) for key in shapes):
+        return CheckpointInfo(
+            path,
+            CheckpointKind.SD2,
+            f"{path.name} is an SD 2.x checkpoint (context {context}); it {_NOT_SDXL_LATENT}",
+            None,
+        )
+
+    try:
+        config = infer_unet_config(unet)
+    except CheckpointError as error:
+        return CheckpointInfo(path, CheckpointKind.OTHER, f"{path.name}: {error}", None)
+
+    if SDXL_BASE_TEXT_KEY in shapes:
+        kind = CheckpointKind.SDXL_BASE
+    elif SDXL_REFINER_TEXT_KEY in shapes:
+        kind = CheckpointKind.SDXL_REFINER
+    else:
+        kind = _kind_from_unet(config)
+        if kind is None:
+            if config.adm_in_channels is None and context in (768, 1024):
+                sd_kind = CheckpointKind.SD1 if context == 768 else CheckpointKind.SD2
+                reason = f"{path.name} is a UNet of an {sd_kind.value} model (context {context}); it {_NOT_SDXL_LATENT}"
+                return CheckpointInfo(path, sd_kind, reason, None)
+            return CheckpointInfo(
+                path,
+                CheckpointKind.OTHER,
+                f"{path.name} has a UNet without text encoders whose conditioning widths (context "
+                f"{config.context_dim}, vector {config.adm_in_channels}) match neither an SDXL refiner nor an "
+                "SDXL base; choose an SDXL refiner or base-type checkpoint",
+                None,
+            )
+    if in_channels != 4 or config.out_channels != 4:
+        reason = (
+            f"{path.name} is an SDXL inpainting checkpoint: its UNet takes {in_channels} input channels "
+            "(latent, mask and masked image), not the 4 of the latent being refined; "
+            "choose an SDXL refiner or base-type checkpoint"
+        )
+        return CheckpointInfo(path, CheckpointKind.SDXL_INPAINT, reason, None)
+    return CheckpointInfo(path, kind, None, config)
+
+
+def classify_checkpoint(path: str | os.PathLike) -> CheckpointInfo:
+    """What a checkpoint is and whether it can refine SDXL, from the header alone (no tensor data)
+    for safetensors; ``.ckpt``/``.pt`` are opened weights-only. Unreadable files raise."""
+    resolved = _resolve_existing(path)
+    if resolved.suffix.lower() not in SAFETENSORS_SUFFIXES + PICKLE_SUFFIXES:
+        reason = (
+            f"{resolved.name} has the suffix {resolved.suffix!r}; allowed are "
+            f"{', '.join(SAFETENSORS_SUFFIXES + PICKLE_SUFFIXES)}"
+        )
+        return CheckpointInfo(resolved, CheckpointKind.OTHER, reason, None)
+    return classify_shapes(resolved, read_shapes(resolved))
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading the UNet
+
+
+def _read_groups(entries: Mapping[str, TensorEntry]) -> Iterator[list[str]]:
+    """UNet keys in file order, in groups of about READ_GROUP_BYTES."""
+    group: list[str] = []
+    group_bytes = 0
+    for key in sorted(entries, key=lambda k: entries[k].start):
+        group.append(key)
+        group_bytes += entries[key].end - entries[key].start
+        if group_bytes >= READ_GROUP_BYTES:
+            yield group
+            group, group_bytes = [], 0
+    if group:
+        yield group
+
+
+def _empty_like_entry(entry: TensorEntry, dtype: torch.dtype, pin_memory: bool) -> torch.Tensor:
+    return torch.empty(entry.shape, dtype=dtype, pin_memory=pin_memory)
+
+
+def _read_safetensors_unet(
+    path: Path, dtype: torch.dtype | None, pin_memory: bool
+) -> dict[str, torch.Tensor]:
+    entries = {
+        key: entry for key, entry in read_safetensors_header(path).items() if key.startswith(UNET_PREFIX)
+    }
+    if not entries:
+        raise CheckpointError(
+            f"Refiner checkpoint {str(path)!r} holds no UNet tensors ({UNET_PREFIX}*); "
+            "choose an SDXL refiner or base-type checkpoint."
+        )
+    for key, entry in entries.items():
+        if entry.dtype not in _FLOAT_DTYPES:
+            raise CheckpointError(
+                f"Refiner checkpoint {str(path)!r}: UNet tensor {key!r} has dtype {entry.dtype}; "
+                "UNet weights must be floating point. The file is damaged or not a checkpoint."
+            )
+    state: dict[str, torch.Tensor] = {}
+    try:
+        # safe_open maps the whole file; reopening per group releases what was mapped, so the
+        # process holds only the converted copy plus one group of the file at a time.
+        for group in _read_groups(entries):
+            with safe_open(path, framework="pt", device="cpu") as file:
+                for key in group:
+                    source = file.get_tensor(key)
+                    target = _empty_like_entry(entries[key], dtype or source.dtype, pin_memory)
+                    target.copy_(source)
+                    del source
+                    state[key[len(UNET_PREFIX) :]] = target
+    except (OSError, RuntimeError, ValueError) as error:
+        raise CheckpointError(
+            f"Refiner checkpoint {str(path)!r} could not be read ({error}); the file is damaged: download it again."
+        ) from error
+    except Exception as error:
+        if type(error).__name__ == "SafetensorError":
+            raise CheckpointError(
+                f"Refiner checkpoint {str(path)!r} is not a valid safetensors file ({error}); download it again."
+            ) from error
+        raise
+    return state
+
+
+def read_unet_state_dict(
+    path: str | os.PathLike, dtype: torch.dtype | None = None, *, pin_memory: bool = False
+) -> dict[str, torch.Tensor]:
+    """The UNet's tensors (keys without ``model.diffusion_model.``), converted tensor by tensor.
+
+    Only UNet bytes are read from a safetensors file; no dict of the whole file is ever built.
+    ``pin_memory`` allocates page-locked host memory (CUDA hosts) so later copies can overlap.
+    """
+    resolved = _resolve_existing(path)
+    _check_suffix(resolved)
+    if resolved.suffix.lower() in SAFETENSORS_SUFFIXES:
+        return _read_safetensors_unet(resolved, dtype, pin_memory)
+    state = {
+        key[len(UNET_PREFIX) :]: value
+        for key, value in _load_pickled_state_dict(resolved).items()
+        if key.startswith(UNET_PREFIX)
+    }
+    if not state:
+        raise CheckpointError(
+            f"Refiner checkpoint {str(resolved)!r} holds no UNet tensors ({UNET_PREFIX}*); "
+            "choose an SDXL refiner or base-type checkpoint."
+        )
+    converted = {}
+    for key in list(state):
+        source = state.pop(key)
+        target = torch.empty(source.shape, dtype=dtype or source.dtype, pin_memory=pin_memory)
+        converted[key] = target.copy_(source)
+    return converted
+
+
+def _build_without_weights(
+    build: Callable[[UNetConfig], torch.nn.Module], config: UNetConfig
+) -> torch.nn.Module:
+    """On the meta device nothing is allocated or initialised; fork_rng guarantees the global RNG
+    is untouched even if ``build`` creates real tensors (it would change the next img2img image)."""
+    with torch.random.fork_rng(devices=[]), torch.device("meta"):
+        return build(config)
+
+
+def _check_layout(path: Path, module: torch.nn.Module, state: Mapping[str, torch.Tensor]) -> None:
+    expected = {key: tuple(value.shape) for key, value in module.state_dict().items()}
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    mismatched = sorted(
+        f"{key} (file {tuple(state[key].shape)}, model {expected[key]})"
+        for key in set(expected) & set(state)
+        if tuple(state[key].shape) != expected[key]
+    )
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} UNet tensors missing, e.g. {', '.join(missing[:3])}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected UNet tensors, e.g. {', '.join(unexpected[:3])}")
+    if mismatched:
+        problems.append(f"{len(mismatched)} shape mismatches, e.g. {'; '.join(mismatched[:3])}")
+    if problems:
+        raise CheckpointError(
+            f"Refiner checkpoint {str(path)!r} does not fit the UNet built for it: {'; '.join(problems)}. "
+            "The file is damaged or of an unsupported variant: choose another refiner checkpoint."
+        )
+
+
+def load_unet(
+    path: str | os.PathLike,
+    build: Callable[[UNetConfig], torch.nn.Module],
+    dtype: torch.dtype | None,
+    device: str | torch.device = "cpu",
+    *,
+    pin_memory: bool = False,
+) -> torch.nn.Module:
+    """Builds the UNet for the file's own config and fills it with the file's UNet weights.
+
+    Everything happens on a local module: any error leaves nothing half-loaded behind.
+    """
+    resolved = _resolve_existing(path)
+    info = classify_checkpoint(resolved)
+    if not info.usable_as_refiner:
+        raise CheckpointError(f"Refiner checkpoint {str(resolved)!r} cannot be used: {info.reason}.")
+    module = _build_without_weights(build, info.unet_config)
+    state = read_unet_state_dict(resolved, dtype, pin_memory=pin_memory)
+    _check_layout(resolved, module, state)
+    module.load_state_dict(state, strict=True, assign=True)
+    left_on_meta = [
+        name for name, tensor in [*module.named_parameters(), *module.named_buffers()] if tensor.is_meta
+    ]
+    if left_on_meta:
+        raise CheckpointError(
+            f"Refiner checkpoint {str(resolved)!r}: the UNet class keeps tensors the file does not hold "
+            f"({', '.join(left_on_meta[:3])}); it cannot be loaded from weights alone."
+        )
+    module.requires_grad_(False).eval()
+    return module.to(device)
