@@ -7,8 +7,11 @@ configurable width, and ``filler_bytes`` adds large non-UNet tensors to prove th
 
 from __future__ import annotations
 
+import json
+import math
 import os
-from collections.abc import Mapping
+import struct
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -65,6 +68,7 @@ def small_unet_params(
             context_dim=context_dim or (768 if kind == "sd1" else 1024),
             use_linear_in_transformer=kind == "sd2",
             attention_resolutions=[2, 1],
+            num_head_channels=32,
         )
     return params
 
@@ -173,3 +177,35 @@ def write_pickle_checkpoint(path: str | os.PathLike, kind: Kind = "refiner", **o
     scratch.unlink()
     torch.save({"state_dict": state}, path)
     return Path(path)
+
+
+_HEADER_DTYPES = {torch.float16: "F16", torch.bfloat16: "BF16", torch.float32: "F32"}
+
+
+def write_sparse_checkpoint(
+    path: str | os.PathLike, shapes: Mapping[str, Sequence[int]], dtype: torch.dtype = torch.float16
+) -> Path:
+    """A safetensors file with the given tensors at full size whose data region is a hole.
+
+    Released-size layouts (gigabytes) cost no disk and no time this way; a reader that touches
+    tensor data gets zeros, one that reads only the header is exactly what is being tested.
+    """
+    element = torch.empty((), dtype=dtype).element_size()
+    header: dict[str, object] = {"__metadata__": {"format": "pt"}}
+    offset = 0
+    for key in sorted(shapes):
+        nbytes = math.prod(shapes[key]) * element
+        header[key] = {
+            "dtype": _HEADER_DTYPES[dtype],
+            "shape": list(shapes[key]),
+            "data_offsets": [offset, offset + nbytes],
+        }
+        offset += nbytes
+    encoded = json.dumps(header, separators=(",", ":")).encode()
+    encoded += b" " * (-len(encoded) % 8)
+    path = Path(path)
+    with path.open("wb") as file:
+        file.write(struct.pack("<Q", len(encoded)))
+        file.write(encoded)
+        file.truncate(8 + len(encoded) + offset)
+    return path

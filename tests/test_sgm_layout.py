@@ -1,0 +1,118 @@
+"""The test UNet has generative-models' exact state-dict layout and runs like sgm's UNetModel."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.support.checkpoints import small_unet_params
+from tests.support.sgm_unet import SgmUNet, timestep_embedding
+
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+
+# Stability-AI/generative-models @ 45c443b, configs/inference/sd_xl_base.yaml, network_config.params
+SDXL_BASE_PARAMS = {
+    "adm_in_channels": 2816,
+    "num_classes": "sequential",
+    "use_checkpoint": True,
+    "in_channels": 4,
+    "out_channels": 4,
+    "model_channels": 320,
+    "attention_resolutions": [4, 2],
+    "num_res_blocks": 2,
+    "channel_mult": [1, 2, 4],
+    "num_head_channels": 64,
+    "use_spatial_transformer": True,
+    "use_linear_in_transformer": True,
+    "transformer_depth": [1, 2, 10],
+    "context_dim": 2048,
+    "spatial_transformer_attn_type": "softmax-xformers",
+    "legacy": False,
+}
+
+# Stability-AI/generative-models @ 45c443b, configs/inference/sd_xl_refiner.yaml, network_config.params
+SDXL_REFINER_PARAMS = {
+    "adm_in_channels": 2560,
+    "num_classes": "sequential",
+    "use_checkpoint": True,
+    "in_channels": 4,
+    "out_channels": 4,
+    "model_channels": 384,
+    "attention_resolutions": [4, 2],
+    "num_res_blocks": 2,
+    "channel_mult": [1, 2, 4, 4],
+    "num_head_channels": 64,
+    "use_spatial_transformer": True,
+    "use_linear_in_transformer": True,
+    "transformer_depth": 4,
+    "context_dim": [1280, 1280, 1280, 1280],
+    "spatial_transformer_attn_type": "softmax-xformers",
+    "legacy": False,
+}
+
+RELEASED = {"base": SDXL_BASE_PARAMS, "refiner": SDXL_REFINER_PARAMS}
+
+
+def fixture_table(name: str) -> dict[str, list[int]]:
+    return json.loads((FIXTURES / f"{name}.json").read_text())
+
+
+@pytest.mark.parametrize("name", ["base", "refiner"])
+def test_meta_build_of_released_config_has_exactly_the_released_keys_and_shapes(name):
+    with torch.device("meta"):
+        unet = SgmUNet(**RELEASED[name])
+    built = {f"model.diffusion_model.{key}": list(value.shape) for key, value in unet.state_dict().items()}
+    assert built == fixture_table(f"unet_sdxl_{name}")
+
+
+def test_small_refiner_runs_and_each_conditioning_input_changes_the_output():
+    params = small_unet_params("refiner")
+    unet = SgmUNet(**params)
+    for parameter in unet.parameters():
+        torch.nn.init.normal_(parameter, std=0.05, generator=torch.Generator().manual_seed(1))
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 4, 16, 16, generator=generator)
+    context = torch.randn(2, 5, params["context_dim"], generator=generator)
+    y = torch.randn(2, params["adm_in_channels"], generator=generator)
+    t = torch.tensor([10.0, 700.0])
+    out = unet(x, t, context=context, y=y)
+    assert out.shape == x.shape
+    assert torch.isfinite(out).all()
+    assert not torch.allclose(out, unet(x, t, context=context + 1, y=y))
+    assert not torch.allclose(out, unet(x, t, context=context, y=y + 1))
+    assert not torch.allclose(out, unet(x, t + 100, context=context, y=y))
+
+
+def test_output_of_a_row_does_not_depend_on_the_other_rows_of_the_batch():
+    params = small_unet_params("base")
+    with torch.random.fork_rng():
+        torch.manual_seed(3)
+        unet = SgmUNet(**params)
+    x = torch.randn(3, 4, 8, 8)
+    context = torch.randn(3, 4, params["context_dim"])
+    y = torch.randn(3, params["adm_in_channels"])
+    t = torch.tensor([1.0, 2.0, 3.0])
+    full = unet(x, t, context=context, y=y)
+    single = unet(x[1:2], t[1:2], context=context[1:2], y=y[1:2])
+    torch.testing.assert_close(full[1:2], single, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("dim", [2, 8, 256, 320, 7])
+def test_timestep_embedding_is_sgm_cos_then_sin_with_geometric_frequencies(dim):
+    values = torch.tensor([0.0, 1.0, 6.0, 999.0, 1024.0])
+    half = dim // 2
+    expected = torch.zeros(len(values), dim)
+    for row, value in enumerate(values.tolist()):
+        for k in range(half):
+            frequency = math.exp(-math.log(10000) * k / half)
+            expected[row, k] = math.cos(value * frequency)
+            expected[row, half + k] = math.sin(value * frequency)
+    torch.testing.assert_close(timestep_embedding(values, dim), expected, rtol=0, atol=2e-4)
+
+
+def test_unet_refuses_y_when_it_has_no_label_embedding():
+    unet = SgmUNet(**small_unet_params("sd2"))
+    with pytest.raises(ValueError, match="class-conditional"):
+        unet(torch.zeros(1, 4, 8, 8), torch.zeros(1), context=torch.zeros(1, 2, 1024), y=torch.zeros(1, 4))
