@@ -67,6 +67,18 @@
         return;
     }
 
+    // The "Unload refiner now" link of Settings → SDXL Refiner (sdxl_refiner/webui/options.py).
+    window.sdxlRefinerUnload = function() {
+        fetch("./sdxl-refiner/v1/unload", {method: "POST"}).then(function(response) {
+            notify(response.ok ? "SDXL Refiner: refiner unloaded" : "SDXL Refiner: unload failed (" + response.status + ")");
+        });
+    };
+
+    function notify(text) {
+        console.log(text);
+        alert(text);
+    }
+
     function numberIn(elemId, fallback) {
         var input = gradioApp().querySelector("#" + elemId + " input[type=number]");
         var value = input ? parseFloat(input.value) : NaN;

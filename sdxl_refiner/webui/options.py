@@ -1,0 +1,123 @@
+"""The settings section "SDXL Refiner", the command-line flags that override it, and the unload action.
+
+The binding reads the effective values through the functions here, so that a flag given on the
+command line (preload.py) always wins over the settings page.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import gradio as gr
+
+from sdxl_refiner.settings import Settings
+
+SECTION = ("sdxl_refiner", "SDXL Refiner")
+CATEGORY = "sd"
+UNLOAD_ROUTE = "/sdxl-refiner/v1/unload"
+
+OPTION_RESIDENCY = "sdxl_refiner_residency"
+OPTION_CACHE_SIZE = "sdxl_refiner_cache_size"
+OPTION_HIRES_PASS = "sdxl_refiner_hires_pass"
+OPTION_IMPORT_BUILTIN = "sdxl_refiner_import_builtin_infotext"
+
+RESIDENCY_CHOICES = ("auto", "resident", "offload", "lowvram")
+HIRES_PASS_CHOICES = ("webui", "first", "second", "both")
+WEBUI_HIRES_PASS = {"first pass": "first", "second pass": "second", "both passes": "both"}
+
+ConcretePass = Literal["first", "second", "both"]
+
+
+def add_options() -> None:
+    """on_ui_settings: the section's options, with what each one is for."""
+    from modules import shared
+
+    def option(key: str, info: object) -> None:
+        shared.opts.add_option(key, info)
+
+    option(OPTION_RESIDENCY, shared.OptionInfo(
+        "auto", "Where the refiner UNet stays", gr.Radio, {"choices": list(RESIDENCY_CHOICES)},
+        section=SECTION, category_id=CATEGORY,
+    ).info(
+        "auto: decide from free VRAM; resident: on the GPU beside the base (fastest, about 4.5 GB more); "
+        "offload: on the CPU, moved in for the refiner steps; lowvram: block by block, like --lowvram"
+    ))
+    option(OPTION_CACHE_SIZE, shared.OptionInfo(
+        1, "Refiner UNets to keep loaded", gr.Slider, {"minimum": 1, "maximum": 8, "step": 1},
+        section=SECTION, category_id=CATEGORY,
+    ).info("more than 1 only helps when switching between refiners, and costs memory for each").js(
+        "Unload refiner now", "sdxlRefinerUnload"
+    ))
+    option(OPTION_HIRES_PASS, shared.OptionInfo(
+        "webui", "Hires fix: which pass gets the refiner when the panel says Default", gr.Radio,
+        {"choices": list(HIRES_PASS_CHOICES)}, section=SECTION, category_id=CATEGORY,
+    ).info("webui: follow the WebUI's own 'Hires fix: which pass to enable refiner for'"))
+    option(OPTION_IMPORT_BUILTIN, shared.OptionInfo(
+        False, "Pasting infotext of the built-in refiner fills this panel too", gr.Checkbox,
+        section=SECTION, category_id=CATEGORY,
+    ).info("keys 'Refiner' and 'Refiner switch at'; turn the built-in off yourself if you want only this one"))
+
+
+def _flag(name: str) -> object:
+    from modules import shared
+
+    return getattr(shared.cmd_opts, name, None)
+
+
+def _opt(key: str, default: object) -> object:
+    from modules import shared
+
+    return getattr(shared.opts, key, default) if key in shared.opts.data_labels else default
+
+
+def residency_policy() -> str:
+    """The policy for residency.choose_residency: the flag, else the setting, else "auto"."""
+    value = _flag("sdxl_refiner_residency") or _opt(OPTION_RESIDENCY, "auto")
+    return value if value in RESIDENCY_CHOICES else "auto"
+
+
+def cache_capacity() -> int:
+    """How many refiner UNets the process-wide cache keeps: the flag, else the setting, else 1."""
+    value = _flag("sdxl_refiner_cache") or _opt(OPTION_CACHE_SIZE, 1)
+    try:
+        return max(1, int(value))  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return 1
+
+
+def effective_hires_pass(settings: Settings) -> ConcretePass:
+    """Which hires-fix pass gets the refiner: the panel, else our setting, else the WebUI's setting."""
+    if settings.hires_pass != "default":
+        return settings.hires_pass
+    ours = _flag("sdxl_refiner_hires_pass") or _opt(OPTION_HIRES_PASS, "webui")
+    if ours in ("first", "second", "both"):
+        return ours  # type: ignore[return-value]
+    return WEBUI_HIRES_PASS.get(str(_opt("hires_fix_refiner_pass", "second pass")), "second")  # type: ignore[return-value]
+
+
+def import_builtin_infotext() -> bool:
+    return bool(_opt(OPTION_IMPORT_BUILTIN, False))
+
+
+def unload_refiner_now() -> dict[str, object]:
+    """The settings page's "Unload refiner now" action; also an API route for servers."""
+    from sdxl_refiner.webui import generation
+
+    generation.unload_refiner()
+    return {"unloaded": True}
+
+
+def add_unload_route(_demo: object, app: object) -> None:
+    """on_app_started: POST /sdxl-refiner/v1/unload frees the cached refiner UNets."""
+    app.add_api_route(UNLOAD_ROUTE, unload_refiner_now, methods=["POST"])  # type: ignore[attr-defined]
+
+
+def register_callbacks() -> None:
+    """Once per script load; the WebUI clears all callbacks before it loads scripts again."""
+    from modules import script_callbacks
+
+    registered = {entry.callback for entries in script_callbacks.callback_map.values() for entry in entries}
+    if add_options not in registered:
+        script_callbacks.on_ui_settings(add_options, name="sdxl_refiner_options")
+    if add_unload_route not in registered:
+        script_callbacks.on_app_started(add_unload_route, name="sdxl_refiner_unload_route")

@@ -1,0 +1,93 @@
+"""X/Y/Z plot axes: refiner steps % (0 = off, so "with vs without" is one grid), checkpoint, score.
+
+An axis puts its value on the processing object (``p.sdxl_refiner_xyz``); the script reads it
+in ``process()`` and hands it to the settings normaliser as overrides, validated like any input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+from sdxl_refiner.errors import SettingsError
+
+XYZ_ATTR = "sdxl_refiner_xyz"
+AXIS_STEPS_PERCENT = "SDXL Refiner steps %"
+AXIS_CHECKPOINT = "SDXL Refiner checkpoint"
+AXIS_AESTHETIC_SCORE = "SDXL Refiner aesthetic score"
+
+
+def overrides(p: object) -> Mapping[str, object]:
+    """The X/Y/Z values set on this generation, for settings.from_ui_args(args, overrides=...)."""
+    return dict(getattr(p, XYZ_ATTR, None) or {})
+
+
+def _setter(**fixed: object) -> Callable[[str], Callable[[object, object, Sequence[object]], None]]:
+    def for_field(field: str) -> Callable[[object, object, Sequence[object]], None]:
+        def apply(p: object, value: object, _values: Sequence[object]) -> None:
+            # xyz_grid shallow-copies p per cell: replace the dict, never update it in place
+            setattr(p, XYZ_ATTR, {**overrides(p), **fixed, field: value})
+
+        return apply
+
+    return for_field
+
+
+apply_steps_percent = _setter(enabled=True)("steps_percent")
+apply_checkpoint = _setter(enabled=True)("checkpoint")
+apply_aesthetic_score = _setter()("aesthetic_score")
+
+
+def checkpoint_titles() -> list[str]:
+    from modules import sd_models
+
+    return sorted(sd_models.checkpoints_list, key=str.casefold)
+
+
+def confirm_checkpoints(_p: object, values: Sequence[object]) -> None:
+    """Before the grid starts: every value must name a checkpoint of this WebUI."""
+    from modules import sd_models
+
+    for value in values:
+        if sd_models.get_closet_checkpoint_match(value) is None:
+            raise SettingsError(
+                f"SDXL Refiner: X/Y/Z axis '{AXIS_CHECKPOINT}': {value!r} is not a checkpoint of this WebUI. "
+                "Pick values from the axis' dropdown, or refresh the checkpoint list."
+            )
+
+
+def find_xyz_grid() -> object | None:
+    """The loaded xyz_grid.py module, found through the WebUI's list of loaded scripts."""
+    from modules import scripts
+
+    for data in scripts.scripts_data:
+        if Path(data.path).name == "xyz_grid.py" and hasattr(data.module, "AxisOption"):
+            return data.module
+    return None
+
+
+def register_axes() -> None:
+    """on_before_ui: add our axes once, however often the UI is built."""
+    xyz_grid = find_xyz_grid()
+    if xyz_grid is None:
+        print("[SDXL Refiner] the X/Y/Z plot script is not loaded: no SDXL Refiner axes")
+        return
+    if any(option.label == AXIS_STEPS_PERCENT for option in xyz_grid.axis_options):
+        return
+    remove_path = getattr(xyz_grid, "format_remove_path", xyz_grid.format_value_add_label)
+    xyz_grid.axis_options.extend([
+        xyz_grid.AxisOption(AXIS_STEPS_PERCENT, float, apply_steps_percent),
+        xyz_grid.AxisOption(
+            AXIS_CHECKPOINT, str, apply_checkpoint, format_value=remove_path, confirm=confirm_checkpoints,
+            cost=1.0, choices=checkpoint_titles,
+        ),
+        xyz_grid.AxisOption(AXIS_AESTHETIC_SCORE, float, apply_aesthetic_score),
+    ])
+
+
+def register_callbacks() -> None:
+    from modules import script_callbacks
+
+    registered = {entry.callback for entry in script_callbacks.callback_map["callbacks_before_ui"]}
+    if register_axes not in registered:
+        script_callbacks.on_before_ui(register_axes, name="sdxl_refiner_xyz_axes")
