@@ -46,7 +46,7 @@ class Settings:
     ``steps_percent``: share of the steps the refiner runs (0-100).
     ``start_step``: number of base steps (the refiner starts at step ``start_step + 1``, 1-based).
     ``start_step_percentage``: share of steps done by the base before the refiner starts (0-100).
-    ``hires_pass``: which hires-fix pass gets the refiner; "default" follows the WebUI setting.
+    ``hires_pass``: which hires-fix pass gets the refiner; "default" follows the settings page.
     """
 
     enabled: bool = False
@@ -120,7 +120,7 @@ def _hires_pass(value: object) -> HiresPass:
             if wanted in (name, label.lower()):
                 return name  # type: ignore[return-value]
     allowed = "one of " + ", ".join(f"'{name}'" for name in HIRES_PASS_LABELS)
-    raise _fail("hires_pass", value, allowed, "'default' follows the WebUI setting 'Hires fix: which pass'.")
+    raise _fail("hires_pass", value, allowed, "'default' follows Settings → SDXL Refiner.")
 
 
 def _refuse_unknown(keys: object) -> None:

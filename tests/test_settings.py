@@ -90,7 +90,7 @@ REFUSED = [
      "hires_pass. Check the spelling."),
     ("bad hires pass", [{"checkpoint": CKPT, "hires_pass": "third"}],
      "SDXL Refiner: 'hires_pass' must be one of 'default', 'first', 'second', 'both'; got 'third' (str). "
-     "'default' follows the WebUI setting 'Hires fix: which pass'."),
+     "'default' follows Settings → SDXL Refiner."),
     ("enabled as text", [{"enabled": "yes", "checkpoint": CKPT}],
      "SDXL Refiner: 'enabled' must be true or false; got 'yes' (str). "
      "Send a JSON boolean, not a string or number."),
