@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 RESIDENCY_CHOICES = ("auto", "resident", "offload", "lowvram")
-HIRES_PASS_CHOICES = ("default", "first", "second", "both")
+HIRES_PASS_CHOICES = ("webui", "first", "second", "both")
 
 
 def cache_size(text: str) -> int:
@@ -40,5 +40,6 @@ def preload(parser: argparse.ArgumentParser) -> None:
         "--sdxl-refiner-hires-pass",
         choices=HIRES_PASS_CHOICES,
         default=None,
-        help="which hires-fix pass gets the refiner when the panel says 'Default'; overrides the setting",
+        help="which hires-fix pass gets the refiner when the panel says 'Default' (webui: the WebUI's own "
+        "setting); overrides the setting",
     )
