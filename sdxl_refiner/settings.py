@@ -214,18 +214,15 @@ def _merge(named: Mapping[str, object], overrides: Mapping[str, object]) -> dict
 
 
 def from_ui_args(args: Sequence[object], overrides: Mapping[str, object] | None = None) -> Settings:
-    """Script args -> Settings: positional in UI_ARG_ORDER, or one dict of named args first.
+    """Script args -> Settings: positional in UI_ARG_ORDER, or one dict of named args first
+    (any args after the dict are ignored).
 
     ``overrides`` (X/Y/Z values) are applied before validation, so an axis can supply what the
     panel lacks, e.g. a checkpoint. A step field among them replaces the panel's step field.
     """
     args = tuple(args)
     if args and isinstance(args[0], Mapping):
-        if len(args) > 1:
-            raise SettingsError(
-                f"SDXL Refiner: a dict of named arguments must be the only argument; got "
-                f"{len(args) - 1} more after it. Put every value into the dict."
-            )
+        # the WebUI's API fills the positions after the dict with the panel's defaults: not the caller's
         named = dict(args[0])
         _refuse_unknown(named.keys())
     else:

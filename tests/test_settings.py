@@ -50,6 +50,9 @@ ACCEPTED = [
     ("api dict: checkpoint is trimmed", [{"checkpoint": f"  {CKPT} "}], ON),
     ("api dict: 100 % is allowed", [{"checkpoint": CKPT, "steps_percent": 100}],
      dataclasses.replace(ON, steps_percent=100.0)),
+    ("api dict: the panel defaults the WebUI appends are ignored",
+     [{"checkpoint": CKPT, "start_step": 10}, "", 20.0, 6.0, 2.5, 0, "Default (from settings)"],
+     dataclasses.replace(ON, steps_percent=None, start_step=10)),
 ]
 
 REFUSED = [
@@ -106,9 +109,6 @@ REFUSED = [
      "SDXL Refiner: got 8 positional arguments; at most 7 are allowed, in this order: enabled, checkpoint, "
      "steps_percent, aesthetic_score, negative_aesthetic_score, start_step, hires_pass. Remove the extra "
      "ones, or send one dict of named arguments."),
-    ("dict then more args", [{"checkpoint": CKPT}, 20],
-     "SDXL Refiner: a dict of named arguments must be the only argument; got 1 more after it. "
-     "Put every value into the dict."),
 ]
 
 
