@@ -1,0 +1,188 @@
+"""Reading only the UNet of a checkpoint, converting its dtype, and building the module from it."""
+
+import os
+
+import pytest
+import torch
+from safetensors import safe_open
+
+import sdxl_refiner.checkpoint as checkpoint
+from sdxl_refiner.checkpoint import load_unet, read_unet_state_dict
+from sdxl_refiner.errors import CheckpointError
+from tests.support.checkpoints import (
+    random_unet_state,
+    small_unet_params,
+    write_checkpoint,
+)
+from tests.support.sgm_unet import SgmUNet
+
+PREFIX = "model.diffusion_model."
+
+
+def build_sgm(config):
+    return SgmUNet(**config.as_sgm_params())
+
+
+@pytest.fixture
+def refiner_state():
+    return random_unet_state(small_unet_params("refiner"), seed=7, dtype=torch.float16)
+
+
+@pytest.fixture
+def refiner_path(tmp_path, refiner_state):
+    return write_checkpoint(tmp_path / "refiner.safetensors", "refiner", unet_state=refiner_state)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, None])
+def test_unet_tensors_are_read_in_the_requested_dtype_with_the_file_values(
+    refiner_path, refiner_state, dtype
+):
+    state = read_unet_state_dict(refiner_path, dtype)
+    assert state.keys() == refiner_state.keys()
+    for key, value in state.items():
+        assert value.dtype == (dtype or torch.float16)
+        assert torch.equal(value, refiner_state[key].to(value.dtype))
+
+
+def test_the_state_owns_its_memory_and_does_not_change_when_the_file_is_rewritten(tmp_path, refiner_state):
+    path = write_checkpoint(tmp_path / "refiner.safetensors", "refiner", unet_state=refiner_state)
+    state = read_unet_state_dict(path)
+    zeros = {key: torch.zeros_like(value) for key, value in refiner_state.items()}
+    with path.open("r+b") as file:
+        file.seek(0, os.SEEK_END)
+        size = file.tell()
+    write_checkpoint(path, "refiner", unet_state=zeros)
+    assert path.stat().st_size == size
+    assert all(torch.equal(state[key], refiner_state[key]) for key in state)
+
+
+def test_only_unet_tensors_are_requested_from_the_file(refiner_path, monkeypatch):
+    requested = []
+
+    class RecordingOpen:
+        def __init__(self, *args, **kwargs):
+            self.inner = safe_open(*args, **kwargs)
+
+        def __enter__(self):
+            self.file = self.inner.__enter__()
+            return self
+
+        def __exit__(self, *exc):
+            return self.inner.__exit__(*exc)
+
+        def get_tensor(self, key):
+            requested.append(key)
+            return self.file.get_tensor(key)
+
+    monkeypatch.setattr(checkpoint, "safe_open", RecordingOpen)
+    state = read_unet_state_dict(refiner_path)
+    with safe_open(refiner_path, "pt") as file:
+        all_keys = set(file.keys())
+    assert any(not key.startswith(PREFIX) for key in all_keys)
+    assert sorted(requested) == sorted(key for key in all_keys if key.startswith(PREFIX))
+    assert len(state) == len(requested)
+
+
+def storage_read_bytes() -> int:
+    with open("/proc/self/io") as stats:
+        return next(int(line.split()[1]) for line in stats if line.startswith("read_bytes"))
+
+
+def test_bytes_fetched_from_storage_are_about_the_unet_bytes_not_the_file(tmp_path, refiner_state):
+    filler = 64 * 2**20
+    path = write_checkpoint(
+        tmp_path / "big.safetensors", "refiner", unet_state=refiner_state, filler_bytes=filler
+    )
+    unet_bytes = sum(value.numel() * value.element_size() for value in refiner_state.values())
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+    before = storage_read_bytes()
+    read_unet_state_dict(path)
+    fetched = storage_read_bytes() - before
+    if fetched < unet_bytes:
+        pytest.skip(f"storage reads are not observable here (saw {fetched} bytes; tmpfs or page cache kept)")
+    # Read-ahead of the kernel can fetch a few MiB around the UNet's range, never the 64 MiB filler.
+    assert fetched < unet_bytes + filler // 2, f"{fetched} bytes fetched for {unet_bytes} UNet bytes"
+
+
+def test_loaded_unet_equals_a_unet_with_the_file_weights_and_leaves_the_global_rng_alone(
+    refiner_path, refiner_state
+):
+    rng_before = torch.get_rng_state()
+    unet = load_unet(refiner_path, build_sgm, torch.float32)
+    assert torch.equal(torch.get_rng_state(), rng_before)
+    assert not any(p.requires_grad for p in unet.parameters())
+    assert not unet.training
+    loaded = unet.state_dict()
+    assert loaded.keys() == refiner_state.keys()
+    assert all(torch.equal(loaded[key], refiner_state[key].float()) for key in loaded)
+
+    params = small_unet_params("refiner")
+    reference = SgmUNet(**params)
+    reference.load_state_dict({key: value.float() for key, value in refiner_state.items()})
+    x = torch.randn(1, 4, 8, 8)
+    context = torch.randn(1, 3, params["context_dim"])
+    y = torch.randn(1, params["adm_in_channels"])
+    t = torch.tensor([300.0])
+    torch.testing.assert_close(unet(x, t, context=context, y=y), reference(x, t, context=context, y=y))
+
+
+def test_a_build_that_draws_random_numbers_still_leaves_the_global_rng_alone(refiner_path):
+    def noisy_build(config):
+        torch.randn(100)
+        return SgmUNet(**config.as_sgm_params())
+
+    rng_before = torch.get_rng_state()
+    load_unet(refiner_path, noisy_build, torch.float32)
+    assert torch.equal(torch.get_rng_state(), rng_before)
+
+
+def test_a_unet_missing_a_tensor_is_refused_naming_the_file_and_the_tensor(tmp_path, refiner_state):
+    state = dict(refiner_state)
+    del state["out.0.bias"]
+    path = write_checkpoint(tmp_path / "incomplete.safetensors", "refiner", unet_state=state)
+    with pytest.raises(CheckpointError, match=r"incomplete\.safetensors.*missing.*out\.0\.bias"):
+        load_unet(path, build_sgm, torch.float32)
+
+
+def test_a_unet_that_does_not_fit_the_built_module_is_refused_with_the_mismatches(refiner_path):
+    def wrong_width(config):
+        return SgmUNet(**{**config.as_sgm_params(), "context_dim": config.context_dim + 8})
+
+    with pytest.raises(CheckpointError, match=r"refiner\.safetensors.*shape mismatches.*attn2\.to_k\.weight"):
+        load_unet(refiner_path, wrong_width, torch.float32)
+
+
+def test_a_module_with_tensors_the_file_lacks_is_refused(refiner_path):
+    def with_extra_buffer(config):
+        unet = SgmUNet(**config.as_sgm_params())
+        unet.register_buffer("calibration", torch.zeros(3), persistent=False)
+        return unet
+
+    with pytest.raises(CheckpointError, match=r"calibration"):
+        load_unet(refiner_path, with_extra_buffer, torch.float32)
+
+
+@pytest.mark.parametrize("kind", ["sd1", "inpaint"])
+def test_a_checkpoint_that_cannot_refine_is_refused_before_reading_weights(tmp_path, kind, monkeypatch):
+    path = write_checkpoint(tmp_path / f"{kind}.safetensors", kind)
+    monkeypatch.setattr(checkpoint, "read_unet_state_dict", lambda *a, **k: pytest.fail("weights were read"))
+    with pytest.raises(CheckpointError, match=rf"{kind}\.safetensors.*cannot be used"):
+        load_unet(path, build_sgm, torch.float32)
+
+
+def test_a_file_without_unet_tensors_is_refused(tmp_path):
+    path = write_checkpoint(tmp_path / "vae.safetensors", "refiner", unet_state={})
+    with pytest.raises(CheckpointError, match=r"vae\.safetensors.*no UNet tensors"):
+        read_unet_state_dict(path)
+
+
+def test_other_suffixes_are_refused_for_reading(tmp_path):
+    path = tmp_path / "model.bin"
+    path.write_bytes(b"\0" * 64)
+    with pytest.raises(CheckpointError, match=r"model\.bin.*'\.bin'.*\.safetensors"):
+        read_unet_state_dict(path)
