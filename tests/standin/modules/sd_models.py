@@ -1,0 +1,190 @@
+"""Stand-in of ``modules.sd_models`` (1.10.1): the checkpoint list, name lookup, the model holder.
+
+``CheckpointInfo`` names, titles, hashes and aliases are built as in 1.10.1 (sha256 of the whole
+file). ``load_model`` builds the stand-in SDXL model (``sgm.models.diffusion.DiffusionEngine``)
+from a real safetensors file, applies ``lowvram`` and computes ``cond_stage_model_empty_prompt``.
+Simplified: no config files, no model cache, no VAE handling.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import threading
+
+from modules import lowvram, script_callbacks, shared
+
+model_path = os.path.abspath("models/Stable-diffusion")
+
+checkpoints_list: dict = {}
+checkpoint_aliases: dict = {}
+checkpoint_alisases = checkpoint_aliases
+
+builtin_refiner_switches: list = []
+"""Stand-in only: checkpoint infos the built-in refiner (sd_samplers_common.apply_refiner) switched to."""
+
+re_strip_checksum = re.compile(r"\s*\[[^]]+]\s*$")
+
+
+def _sha256(filename):
+    digest = hashlib.sha256()
+    with open(filename, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class CheckpointInfo:
+    def __init__(self, filename):
+        self.filename = filename
+        abspath = os.path.abspath(filename)
+        if abspath.startswith(model_path):
+            name = abspath.replace(model_path, '')
+        else:
+            name = os.path.basename(filename)
+        if name.startswith("\\") or name.startswith("/"):
+            name = name[1:]
+
+        self.is_safetensors = os.path.splitext(filename)[1].lower() == ".safetensors"
+        self.metadata = {}
+        self.name = name
+        self.name_for_extra = os.path.splitext(os.path.basename(filename))[0]
+        self.model_name = os.path.splitext(name.replace("/", "_").replace("\\", "_"))[0]
+        self.sha256 = _sha256(filename)
+        self.hash = self.sha256[0:8]
+        self.shorthash = self.sha256[0:10]
+
+        self.title = f'{name} [{self.shorthash}]'
+        self.short_title = f'{self.name_for_extra} [{self.shorthash}]'
+
+        self.ids = [self.hash, self.model_name, self.title, name, self.name_for_extra, f'{name} [{self.hash}]']
+        self.ids += [self.shorthash, self.sha256, f'{self.name} [{self.shorthash}]', f'{self.name_for_extra} [{self.shorthash}]']
+
+    def register(self):
+        checkpoints_list[self.title] = self
+        for id in self.ids:
+            checkpoint_aliases[id] = self
+
+    def calculate_shorthash(self):
+        return self.shorthash
+
+
+def checkpoint_tiles(use_short=False):
+    return [x.short_title if use_short else x.title for x in checkpoints_list.values()]
+
+
+def list_models():
+    checkpoints_list.clear()
+    checkpoint_aliases.clear()
+    if not os.path.isdir(model_path):
+        return
+    for root, _, files in os.walk(model_path):
+        for filename in sorted(files):
+            if os.path.splitext(filename)[1].lower() in (".ckpt", ".safetensors"):
+                CheckpointInfo(os.path.join(root, filename)).register()
+
+
+def get_closet_checkpoint_match(search_string):
+    if not search_string:
+        return None
+
+    checkpoint_info = checkpoint_aliases.get(search_string)
+    if checkpoint_info is not None:
+        return checkpoint_info
+
+    found = sorted([info for info in checkpoints_list.values() if search_string in info.title], key=lambda x: len(x.title))
+    if found:
+        return found[0]
+
+    search_string_without_checksum = re.sub(re_strip_checksum, '', search_string)
+    found = sorted([info for info in checkpoints_list.values() if search_string_without_checksum in info.title], key=lambda x: len(x.title))
+    if found:
+        return found[0]
+
+    return None
+
+
+def select_checkpoint():
+    checkpoint_info = checkpoint_aliases.get(shared.opts.sd_model_checkpoint)
+    if checkpoint_info is not None:
+        return checkpoint_info
+    if not checkpoints_list:
+        raise FileNotFoundError("No checkpoints found.")
+    return next(iter(checkpoints_list.values()))
+
+
+class SkipWritingToConfig:
+    skip = False
+    previous = None
+
+    def __enter__(self):
+        self.previous = SkipWritingToConfig.skip
+        SkipWritingToConfig.skip = True
+        return self
+
+    def __exit__(self, exc_type, exc_value, exc_traceback):
+        SkipWritingToConfig.skip = self.previous
+
+
+class SdModelData:
+    def __init__(self):
+        self.sd_model = None
+        self.loaded_sd_models = []
+        self.was_loaded_at_least_once = False
+        self.lock = threading.Lock()
+
+    def get_sd_model(self):
+        return self.sd_model
+
+    def set_sd_model(self, v, already_loaded=False):
+        self.sd_model = v
+        if already_loaded:
+            self.loaded_sd_models = [v]
+
+
+model_data = SdModelData()
+
+
+def get_empty_cond(sd_model):
+    d = sd_model.get_learned_conditioning([""])
+    if isinstance(d, dict):
+        d = d['crossattn']
+    return d
+
+
+def load_model(checkpoint_info=None, already_loaded_state_dict=None):
+    from sgm.models.diffusion import load_engine
+
+    checkpoint_info = checkpoint_info or select_checkpoint()
+    if model_data.sd_model is not None and model_data.sd_model.lowvram:
+        lowvram.send_everything_to_cpu()
+
+    sd_model = load_engine(checkpoint_info.filename)
+    sd_model.sd_model_hash = checkpoint_info.calculate_shorthash()
+    sd_model.sd_model_checkpoint = checkpoint_info.filename
+    sd_model.sd_checkpoint_info = checkpoint_info
+    shared.opts.data["sd_model_checkpoint"] = checkpoint_info.title
+
+    lowvram.apply(sd_model)
+    sd_model.cond_stage_model_empty_prompt = get_empty_cond(sd_model)
+
+    model_data.set_sd_model(sd_model, already_loaded=True)
+    shared.sd_model = sd_model
+    script_callbacks.model_loaded_callback(sd_model)
+    return sd_model
+
+
+def reload_model_weights(sd_model=None, info=None, forced_reload=False):
+    checkpoint_info = info or select_checkpoint()
+    current = model_data.sd_model
+    if current is not None and current.sd_checkpoint_info is checkpoint_info and not forced_reload:
+        return current
+    return load_model(checkpoint_info)
+
+
+def unload_model_weights(sd_model=None, info=None):
+    if model_data.sd_model is not None and model_data.sd_model.lowvram:
+        lowvram.send_everything_to_cpu()
+    model_data.sd_model = None
+    shared.sd_model = None
