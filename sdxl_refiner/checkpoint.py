@@ -573,9 +573,11 @@ def read_unet_state_dict(
 def _build_without_weights(
     build: Callable[[UNetConfig], torch.nn.Module], config: UNetConfig
 ) -> torch.nn.Module:
-    """On the meta device nothing is allocated or initialised; fork_rng guarantees the global RNG
-    is untouched even if ``build`` creates real tensors (it would change the next img2img image)."""
-    with torch.random.fork_rng(devices=[]), torch.device("meta"):
+    """On the meta device nothing is allocated and no weight initialiser draws from the global RNG
+    (a draw would change the next img2img image). ``torch.random.fork_rng`` is not used: it
+    restores the RNG on exit, which rewinds draws that another thread made meanwhile, and loads
+    run in a background thread while the base samples."""
+    with torch.device("meta"):
         return build(config)
 
 

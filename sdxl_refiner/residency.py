@@ -1,0 +1,425 @@
+"""Where the refiner UNet lives between and during generations, and the cache that keeps it.
+
+Loading a refiner UNet costs seconds; keeping it makes every later switch a pointer swap
+(``resident``) or an overlapped copy (``offload``). Decisions are pure functions of the host's
+memory and flags so they are testable without a GPU; the CUDA calls sit behind small objects
+that tests replace.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeoutError
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import torch
+
+from sdxl_refiner.checkpoint import UNetConfig, load_unet
+from sdxl_refiner.errors import CheckpointError, SettingsError
+
+# Room left for activations while sampling at SDXL sizes (1024², batch 1, fp16, sliced attention).
+DEFAULT_HEADROOM_BYTES = 2 * 2**30
+
+Build = Callable[[UNetConfig], torch.nn.Module]
+
+
+class Residency(str, enum.Enum):
+    RESIDENT = "resident"
+    OFFLOAD = "offload"
+    LOWVRAM = "lowvram"
+
+
+RESIDENCY_POLICIES = ("auto", *(residency.value for residency in Residency))
+
+
+def choose_residency(
+    policy: str,
+    *,
+    cuda: bool,
+    free_bytes: int | None,
+    refiner_bytes: int,
+    host_lowvram: bool,
+    host_medvram: bool,
+    headroom_bytes: int = DEFAULT_HEADROOM_BYTES,
+) -> Residency:
+    """The user's choice, or for ``auto``: follow the host's memory mode, else keep the refiner
+    beside the base when the GPU's free memory holds it and working room, else offload.
+    On a CPU-only host every residency means "in RAM" (see ``placement_for``)."""
+    if policy not in RESIDENCY_POLICIES:
+        raise SettingsError(
+            f"Refiner residency {policy!r} is not one of {', '.join(RESIDENCY_POLICIES)}; "
+            "pick one in Settings → SDXL Refiner (auto decides from free GPU memory)."
+        )
+    if policy != "auto":
+        return Residency(policy)
+    if not cuda:
+        return Residency.RESIDENT
+    if host_lowvram:
+        return Residency.LOWVRAM
+    if host_medvram or free_bytes is None:
+        return Residency.OFFLOAD
+    if free_bytes >= refiner_bytes + headroom_bytes:
+        return Residency.RESIDENT
+    return Residency.OFFLOAD
+
+
+def base_must_leave(
+    *, free_bytes: int, refiner_bytes: int, headroom_bytes: int = DEFAULT_HEADROOM_BYTES
+) -> bool:
+    """At an offloaded switch the base stays on the GPU unless the refiner would not fit beside it."""
+    return free_bytes < refiner_bytes + headroom_bytes
+
+
+@dataclass(frozen=True)
+class Placement:
+    """storage_device: where the cache keeps the refiner; prefetch: copy it to compute_device on a
+    side stream from the start of sampling; pin_memory: page-locked RAM so that copy can overlap."""
+
+    storage_device: str
+    compute_device: str
+    pin_memory: bool
+    prefetch: bool
+
+
+def placement_for(residency: Residency, compute_device: str | torch.device) -> Placement:
+    compute = torch.device(compute_device)
+    if compute.type != "cuda":
+        return Placement(str(compute), str(compute), pin_memory=False, prefetch=False)
+    if residency is Residency.RESIDENT:
+        return Placement(str(compute), str(compute), pin_memory=False, prefetch=False)
+    # LOWVRAM: the host's per-block hooks move each block in as it runs; pinned RAM speeds them up.
+    return Placement("cpu", str(compute), pin_memory=True, prefetch=residency is Residency.OFFLOAD)
+
+
+class DeviceInfo(Protocol):
+    def cuda_available(self) -> bool: ...
+
+    def free_bytes(self, device: str | torch.device) -> int | None: ...
+
+
+class TorchDeviceInfo:
+    def cuda_available(self) -> bool:
+        return torch.cuda.is_available()
+
+    def free_bytes(self, device: str | torch.device) -> int | None:
+        device = torch.device(device)
+        if device.type != "cuda" or not torch.cuda.is_available():
+            return None
+        return torch.cuda.mem_get_info(device)[0]
+
+
+# --- copies on a side stream ----------------------------------------------------------------------
+
+
+class StreamOps(Protocol):
+    """The CUDA stream calls a side-stream copy needs; tests pass a recording stand-in."""
+
+    def new_stream(self, device: torch.device) -> object: ...
+
+    def on_stream(self, stream: object) -> AbstractContextManager: ...
+
+    def record_event(self, stream: object) -> object: ...
+
+    def wait_for(self, event: object, tensors: Mapping[str, torch.Tensor]) -> None: ...
+
+
+class CudaStreamOps:
+    def new_stream(self, device: torch.device) -> torch.cuda.Stream:
+        return torch.cuda.Stream(device)
+
+    def on_stream(self, stream: torch.cuda.Stream) -> AbstractContextManager:
+        return torch.cuda.stream(stream)
+
+    def record_event(self, stream: torch.cuda.Stream) -> torch.cuda.Event:
+        event = torch.cuda.Event()
+        event.record(stream)
+        return event
+
+    def wait_for(self, event: torch.cuda.Event, tensors: Mapping[str, torch.Tensor]) -> None:
+        current = torch.cuda.current_stream()
+        current.wait_event(event)
+        for tensor in tensors.values():
+            # Allocated on the side stream, used on this one: keep the allocator from reusing early.
+            tensor.record_stream(current)
+
+
+def named_tensors(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {**dict(module.named_parameters()), **dict(module.named_buffers())}
+
+
+class DeviceCopy:
+    """The refiner's tensors on the compute device, copied while the base samples."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor], event: object, ops: StreamOps):
+        self._tensors = tensors
+        self._event = event
+        self._ops = ops
+        self._ready = False
+
+    def wait(self) -> dict[str, torch.Tensor]:
+        """Makes the current stream wait for the copy; the switch calls this, nothing earlier."""
+        if not self._ready:
+            self._ops.wait_for(self._event, self._tensors)
+            self._ready = True
+        return self._tensors
+
+    def nbytes(self) -> int:
+        return sum(tensor.numel() * tensor.element_size() for tensor in self._tensors.values())
+
+
+def start_device_copy(
+    module: torch.nn.Module, device: str | torch.device, ops: StreamOps | None = None
+) -> DeviceCopy:
+    """Queues the copy on a side stream and returns at once; from pinned memory it overlaps the
+    base's steps, which keep running on the default stream."""
+    ops = ops or CudaStreamOps()
+    device = torch.device(device)
+    stream = ops.new_stream(device)
+    with ops.on_stream(stream):
+        tensors = {
+            name: torch.empty_like(tensor, device=device).copy_(tensor, non_blocking=True)
+            for name, tensor in named_tensors(module).items()
+        }
+    return DeviceCopy(tensors, ops.record_event(stream), ops)
+
+
+@contextmanager
+def tensors_swapped_in(
+    module: torch.nn.Module, tensors: Mapping[str, torch.Tensor]
+) -> Iterator[torch.nn.Module]:
+    """Points the module's parameters and buffers at other tensors (a device copy) and back on exit,
+    so the cached copy is neither moved nor changed, whatever happens in between."""
+    originals: list[tuple[dict, str, object]] = []
+    try:
+        for name, tensor in tensors.items():
+            owner_name, _, leaf = name.rpartition(".")
+            owner = module.get_submodule(owner_name)
+            table = owner._parameters if leaf in owner._parameters else owner._buffers
+            originals.append((table, leaf, table[leaf]))
+            table[leaf] = (
+                torch.nn.Parameter(tensor, requires_grad=False) if table is owner._parameters else tensor
+            )
+        yield module
+    finally:
+        for table, leaf, original in reversed(originals):
+            table[leaf] = original
+
+
+# --- the cache ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FileIdentity:
+    """A file as it is now: a changed size or mtime means the weights may have changed."""
+
+    path: Path
+    size: int
+    mtime_ns: int
+
+
+def file_identity(path: str | os.PathLike) -> FileIdentity:
+    resolved = Path(path).expanduser().resolve()
+    try:
+        stat = resolved.stat()
+    except OSError:
+        raise CheckpointError(
+            f"Refiner checkpoint {str(path)!r} does not exist or cannot be read; choose a checkpoint "
+            "from the list (refresh it if the file was just added)."
+        ) from None
+    return FileIdentity(resolved, stat.st_size, stat.st_mtime_ns)
+
+
+@dataclass(frozen=True)
+class _Request:
+    identity: FileIdentity
+    dtype: torch.dtype | None
+    device: str
+    pin_memory: bool
+
+
+class PendingRefiner:
+    """A load that may still be running; ``result`` waits and raises its error as CheckpointError."""
+
+    def __init__(self, future: Future, path: Path | str):
+        self._future = future
+        self._path = path
+
+    def done(self) -> bool:
+        return self._future.done()
+
+    def result(self, timeout: float | None = None) -> torch.nn.Module:
+        try:
+            return self._future.result(timeout)
+        except CheckpointError:
+            raise
+        except Exception as error:
+            if isinstance(error, (TimeoutError, FutureTimeoutError)):
+                raise
+            raise CheckpointError(
+                f"Loading the refiner {str(self._path)!r} failed: {type(error).__name__}: {error}. "
+                "Free memory (or choose the offload residency) and try again."
+            ) from error
+
+
+def _loaded(value: torch.nn.Module) -> Future:
+    future: Future = Future()
+    future.set_result(value)
+    return future
+
+
+def _failed(error: BaseException) -> Future:
+    future: Future = Future()
+    future.set_exception(error)
+    return future
+
+
+class RefinerCache:
+    """Refiner UNets by file identity; one per process, owned by the WebUI binding.
+
+    ``capacity`` UNets are kept (0: none, each generation loads its own). A changed file, dtype or
+    device is a miss; the stale copy is dropped before the new one loads so memory never holds both.
+    """
+
+    def __init__(
+        self,
+        capacity: int = 1,
+        *,
+        loader: Callable[..., torch.nn.Module] = load_unet,
+    ):
+        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 0:
+            raise SettingsError(
+                f"Refiner cache size {capacity!r} is not allowed; use a whole number of models, 0 or more "
+                "(1 keeps the last refiner)."
+            )
+        self.capacity = capacity
+        self._loader = loader
+        self._entries: OrderedDict[Path, tuple[_Request, torch.nn.Module]] = OrderedDict()
+        self._pending: dict[_Request, Future] = {}
+        self._lock = threading.Lock()
+        self._epoch = 0
+        self._executor: ThreadPoolExecutor | None = None
+
+    def get(
+        self,
+        path: str | os.PathLike,
+        build: Build,
+        dtype: torch.dtype | None,
+        device: str | torch.device = "cpu",
+        *,
+        pin_memory: bool = False,
+    ) -> torch.nn.Module:
+        """The refiner UNet for this file, loaded now unless cached (or already loading)."""
+        return self._request(path, build, dtype, device, pin_memory, background=False).result()
+
+    def start_loading(
+        self,
+        path: str | os.PathLike,
+        build: Build,
+        dtype: torch.dtype | None,
+        device: str | torch.device = "cpu",
+        *,
+        pin_memory: bool = False,
+    ) -> PendingRefiner:
+        """Starts the load in a background thread (at the start of a generation) so the switch only
+        waits for what is left of it; every error, even a missing file, comes out of ``result``."""
+        return self._request(path, build, dtype, device, pin_memory, background=True)
+
+    def _request(
+        self, path, build: Build, dtype, device, pin_memory: bool, *, background: bool
+    ) -> PendingRefiner:
+        try:
+            request = _Request(file_identity(path), dtype, str(torch.device(device)), pin_memory)
+        except CheckpointError as error:
+            return PendingRefiner(_failed(error), path)
+        load_here = False
+        with self._lock:
+            cached = self._entries.get(request.identity.path)
+            if cached is not None and cached[0] == request:
+                self._entries.move_to_end(request.identity.path)
+                return PendingRefiner(_loaded(cached[1]), request.identity.path)
+            pending = self._pending.get(request)
+            if pending is None:
+                self._make_room(request)
+                epoch = self._epoch
+                if background:
+                    if self._executor is None:
+                        self._executor = ThreadPoolExecutor(
+                            max_workers=1, thread_name_prefix="sdxl-refiner-load"
+                        )
+                    pending = self._executor.submit(self._load, request, build, epoch)
+                else:
+                    pending = Future()
+                    pending.set_running_or_notify_cancel()
+                    load_here = True
+                self._pending[request] = pending
+        if load_here:
+            try:
+                pending.set_result(self._load(request, build, epoch))
+            except BaseException as error:
+                pending.set_exception(error)
+        return PendingRefiner(pending, request.identity.path)
+
+    def _make_room(self, request: _Request) -> None:
+        self._entries.pop(request.identity.path, None)
+        while self._entries and len(self._entries) >= self.capacity:
+            self._entries.popitem(last=False)
+
+    def _load(self, request: _Request, build: Build, epoch: int) -> torch.nn.Module:
+        try:
+            module = self._loader(
+                request.identity.path, build, request.dtype, request.device, pin_memory=request.pin_memory
+            )
+        finally:
+            with self._lock:
+                self._pending.pop(request, None)
+        with self._lock:
+            if self.capacity and epoch == self._epoch:
+                self._entries[request.identity.path] = (request, module)
+                self._entries.move_to_end(request.identity.path)
+                while len(self._entries) > self.capacity:
+                    self._entries.popitem(last=False)
+        return module
+
+    def cached(self) -> list[FileIdentity]:
+        with self._lock:
+            return [request.identity for request, _ in self._entries.values()]
+
+    def unload(self) -> None:
+        """Drops every kept UNet; a load still running finishes for its caller but is not kept."""
+        with self._lock:
+            self._entries.clear()
+            self._epoch += 1
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.empty_cache()
+
+    def memory_by_device(self) -> dict[str, int]:
+        """Bytes held by the kept UNets per device (``cpu``, ``cuda:0``…), shared storage counted once."""
+        with self._lock:
+            modules = [module for _, module in self._entries.values()]
+        totals: dict[str, int] = {}
+        seen: set[tuple[str, int]] = set()
+        for module in modules:
+            for tensor in named_tensors(module).values():
+                if tensor.is_meta:
+                    continue
+                storage = tensor.untyped_storage()
+                key = (str(tensor.device), storage.data_ptr())
+                if key in seen:
+                    continue
+                seen.add(key)
+                totals[str(tensor.device)] = totals.get(str(tensor.device), 0) + storage.nbytes()
+        return totals
+
+    def shutdown(self) -> None:
+        """Waits for background loads; for tests and interpreter exit."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
