@@ -1,12 +1,19 @@
-"""Shared pytest setup: the repository root is importable, so tests import ``tests.support``."""
+"""Shared pytest setup.
+
+The repository root is importable, so tests import ``tests.support``. Torch runs on one thread:
+the test models are tiny, so extra threads only cost (ten times over on a busy two-core
+machine), and results do not depend on the machine's core count.
+"""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
+import torch
+
 REPOSITORY_ROOT = str(Path(__file__).resolve().parent.parent)
 if REPOSITORY_ROOT not in sys.path:
     sys.path.insert(0, REPOSITORY_ROOT)
 
-from tests.standin.fixtures import webui  # noqa: E402, F401 - the stand-in WebUI fixture, for every test module
+torch.set_num_threads(1)

@@ -162,3 +162,59 @@ def run_sampler(
         limits: tuple[object, ...] = (sigma_min, sigma_max, len(sigmas) - 1) if sampler == "dpm_fast" else (sigma_min, sigma_max)
         return function(model, x, *limits, extra_args=dict(extra_args), callback=callback, disable=True)
     return function(model, x, sigmas, extra_args=dict(extra_args), callback=callback, disable=True, **kwargs)
+
+
+class NamedUNet(nn.Module):
+    """A UNet that writes its name into a shared log each time it runs."""
+
+    def __init__(self, unet: nn.Module, name: str, log: list[tuple[str, object]]):
+        super().__init__()
+        self.unet = unet
+        self.name = name
+        self.log = log
+
+    def forward(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        self.log.append(("unet", self.name))
+        return self.unet(x, timesteps, context=context, y=y)
+
+
+@dataclass(frozen=True)
+class TracedCall:
+    sigma: float
+    unet: str
+    step: int
+
+
+def traced(model: Callable[..., torch.Tensor], log: list[tuple[str, object]]) -> Callable[..., torch.Tensor]:
+    """The sampler's model, logging the sigma of every call before it runs."""
+
+    def call(x: torch.Tensor, sigma: torch.Tensor, **extra_args: object) -> torch.Tensor:
+        log.append(("call", float(sigma[0])))
+        return model(x, sigma, **extra_args)
+
+    return call
+
+
+def step_logger(log: list[tuple[str, object]]) -> Callable[[dict], None]:
+    return lambda info: log.append(("step", int(info["i"])))
+
+
+def attribute_calls(log: list[tuple[str, object]]) -> list[TracedCall]:
+    """Each model call with the step it belongs to, read from the sampler's own callbacks.
+
+    Every k-diffusion sampler calls back for step ``i`` right after the first call of step
+    ``i``; a call followed by another call (or by the end) is a second call, of the step the
+    last callback named.
+    """
+    calls: list[TracedCall] = []
+    last_step = -1
+    events = [event for event in log if event[0] in ("call", "step")]
+    unets = iter(name for kind, name in log if kind == "unet")
+    for position, (kind, value) in enumerate(events):
+        if kind == "step":
+            last_step = int(value)  # type: ignore[arg-type]
+            continue
+        following = events[position + 1] if position + 1 < len(events) else None
+        step = int(following[1]) if following is not None and following[0] == "step" else last_step  # type: ignore[arg-type]
+        calls.append(TracedCall(float(value), next(unets), step))  # type: ignore[arg-type]
+    return calls
