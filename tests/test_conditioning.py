@@ -1,0 +1,145 @@
+"""The refiner's conds from the base's: widths from the refiner UNet, the aesthetic score embedded as sgm does."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sdxl_refiner.conditioning import (
+    RefinerCondSpec,
+    check_fits_unet,
+    refiner_conditioning,
+    text_encoders_identical,
+    timestep_embedding,
+)
+from sdxl_refiner.errors import ConditioningError
+from tests.support.denoisers import WIDTHS, base_conds
+
+REFINER = RefinerCondSpec("refiner", WIDTHS.refiner_context_dim, WIDTHS.refiner_adm, WIDTHS.scalar_embed_dim)
+BASE_TYPE = RefinerCondSpec("base", WIDTHS.base_context_dim, WIDTHS.base_adm, WIDTHS.scalar_embed_dim)
+KEPT = WIDTHS.refiner_adm - WIDTHS.scalar_embed_dim
+
+
+def test_timestep_embedding_of_4_is_cos_then_sin_at_frequencies_1_and_one_hundredth() -> None:
+    embedded = timestep_embedding(torch.tensor([6.0, 2.5]), 4)
+    by_hand = [[math.cos(6.0), math.cos(0.06), math.sin(6.0), math.sin(0.06)],
+               [math.cos(2.5), math.cos(0.025), math.sin(2.5), math.sin(0.025)]]
+    assert torch.allclose(embedded, torch.tensor(by_hand), atol=1e-6)
+
+
+def test_timestep_embedding_of_odd_width_ends_with_a_zero() -> None:
+    embedded = timestep_embedding(torch.tensor([6.0]), 5)
+    assert embedded.shape == (1, 5) and embedded[0, 4] == 0
+    assert torch.allclose(embedded[0, :4], timestep_embedding(torch.tensor([6.0]), 4)[0])
+
+
+@given(score=st.floats(0, 10), index=st.integers(0, 127))
+def test_timestep_embedding_of_256_matches_the_formula_at_every_frequency(score: float, index: int) -> None:
+    embedded = timestep_embedding(torch.tensor([score]), 256)[0]
+    frequency = math.exp(-math.log(10000) * index / 128)
+    assert embedded[index].item() == pytest.approx(math.cos(score * frequency), abs=2e-5)
+    assert embedded[128 + index].item() == pytest.approx(math.sin(score * frequency), abs=2e-5)
+
+
+def test_refiner_conds_are_the_second_encoders_context_and_the_vector_with_the_aesthetic_embedding() -> None:
+    base = base_conds(3, seed=0)
+    cond = refiner_conditioning(base, REFINER, 6.0)
+    assert torch.equal(cond["crossattn"], base["crossattn"][..., -WIDTHS.refiner_context_dim:])
+    assert torch.equal(cond["vector"][:, :KEPT], base["vector"][:, :KEPT])
+    aesthetic = timestep_embedding(torch.tensor([6.0]), WIDTHS.scalar_embed_dim)
+    assert torch.equal(cond["vector"][:, KEPT:], aesthetic.expand(3, -1))
+    check_fits_unet(cond, REFINER)
+
+
+def test_cond_and_uncond_of_different_batch_sizes_each_keep_their_own_rows() -> None:
+    cond = refiner_conditioning(base_conds(4, seed=0), REFINER, 6.0)
+    uncond = refiner_conditioning(base_conds(1, seed=1), REFINER, 2.5)
+    assert cond["vector"].shape == (4, WIDTHS.refiner_adm) and cond["crossattn"].shape[0] == 4
+    assert uncond["vector"].shape == (1, WIDTHS.refiner_adm) and uncond["crossattn"].shape[0] == 1
+    assert not torch.equal(cond["vector"][0, KEPT:], uncond["vector"][0, KEPT:])
+
+
+def test_released_widths_keep_2304_columns_and_the_last_1280_of_the_context() -> None:
+    spec = RefinerCondSpec("refiner", 1280, 2560, 256)
+    base = {"crossattn": torch.randn(1, 77, 2048), "vector": torch.randn(1, 2816)}
+    cond = refiner_conditioning(base, spec, 6.0)
+    assert torch.equal(cond["crossattn"], base["crossattn"][..., 768:])
+    assert torch.equal(cond["vector"][:, :2304], base["vector"][:, :2304])
+    assert cond["vector"].shape == (1, 2560)
+
+
+def test_half_precision_conds_stay_half_precision_and_other_keys_pass_through() -> None:
+    base = {key: value.half() for key, value in base_conds(2, seed=0).items()}
+    base["c_concat"] = torch.zeros(2, 5, 8, 8)
+    cond = refiner_conditioning(base, REFINER, 6.0)
+    assert cond["vector"].dtype == torch.float16 and cond["crossattn"].dtype == torch.float16
+    assert cond["c_concat"] is base["c_concat"]
+
+
+def test_a_base_type_refiner_takes_the_base_conds_unchanged() -> None:
+    base = base_conds(2, seed=0)
+    cond = refiner_conditioning(base, BASE_TYPE, 6.0)
+    assert cond.keys() == base.keys() and all(cond[key] is base[key] for key in base)
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    (RefinerCondSpec("refiner", WIDTHS.base_context_dim + 1, WIDTHS.refiner_adm, WIDTHS.scalar_embed_dim),
+     r"base text context: width 12 is narrower than the refiner UNet's context dim 13"),
+    (RefinerCondSpec("refiner", WIDTHS.refiner_context_dim, WIDTHS.base_adm + 10, WIDTHS.scalar_embed_dim),
+     r"base vector: shape \(1, 32\) has fewer than the 38 columns"),
+    (RefinerCondSpec("refiner", WIDTHS.refiner_context_dim, 4, 4), r"ADM input width 4 leaves no room"),
+    (RefinerCondSpec("base", WIDTHS.refiner_context_dim, WIDTHS.base_adm, WIDTHS.scalar_embed_dim),
+     r"text context: width 12 does not match the refiner UNet's context dim 8"),
+    (RefinerCondSpec("base", WIDTHS.base_context_dim, WIDTHS.refiner_adm, WIDTHS.scalar_embed_dim),
+     r"vector: shape \(1, 32\) does not match the refiner UNet's ADM input width 28"),
+])
+def test_conds_that_do_not_fit_the_refiner_unet_are_refused_before_sampling(spec: RefinerCondSpec, message: str) -> None:
+    with pytest.raises(ConditioningError, match=message):
+        refiner_conditioning(base_conds(1, seed=0), spec, 6.0)
+
+
+def test_conds_without_a_vector_are_refused_naming_the_missing_key() -> None:
+    with pytest.raises(ConditioningError, match=r"no 'vector' entry \(keys given: \['crossattn'\]\)"):
+        refiner_conditioning({"crossattn": torch.zeros(1, 5, 12)}, REFINER, 6.0)
+
+
+def encoder(seed: int = 0) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return {"ln_final.weight": torch.randn(8, generator=generator), "proj": torch.randn(8, 4, generator=generator)}
+
+
+class Untouchable(dict):
+    def __getitem__(self, key: str) -> torch.Tensor:
+        raise AssertionError("a tensor was read although the two dicts are one object")
+
+
+def test_text_encoders_that_are_one_object_are_identical_without_reading_a_tensor() -> None:
+    state = Untouchable(encoder())
+    assert text_encoders_identical(state, state)
+
+
+def test_text_encoders_sharing_storage_or_equal_in_value_are_identical() -> None:
+    state = encoder()
+    assert text_encoders_identical(state, dict(state))
+    assert text_encoders_identical(state, {key: value.clone() for key, value in state.items()})
+
+
+@pytest.mark.parametrize("change", ["value", "dtype", "shape", "missing key", "extra key"])
+def test_text_encoders_differing_in_anything_are_not_identical(change: str) -> None:
+    state, other = encoder(), {key: value.clone() for key, value in encoder().items()}
+    if change == "value":
+        other["proj"][3, 1] += 1e-3
+    elif change == "dtype":
+        other["proj"] = other["proj"].half()
+    elif change == "shape":
+        other["proj"] = other["proj"].reshape(4, 8)
+    elif change == "missing key":
+        del other["proj"]
+    else:
+        other["logit_scale"] = torch.ones(1)
+    assert not text_encoders_identical(state, other)
+    assert not text_encoders_identical(other, state)
