@@ -7,6 +7,7 @@
 
     var USUAL_SHARE_LOW = 10;
     var USUAL_SHARE_HIGH = 30;
+    var SIGMA_SWITCH_SAMPLERS = ["DPM fast", "DPM adaptive"];
 
     // Steps the sampler really runs: img2img runs int(min(strength, 0.999) * steps) + 1 unless the
     // WebUI option "img2img_fix_steps" is set (sd_samplers_common.setup_img2img_steps).
@@ -43,7 +44,8 @@
         return first === last ? "step " + first : "steps " + first + "–" + last;
     }
 
-    function describeSplit(split, percent, startStep) {
+    // samplerName is optional: samplers without a step list switch by sigma, which the line says.
+    function describeSplit(split, percent, startStep, samplerName) {
         if (percent === 0 && !(startStep > 0)) {
             return {line: "Refiner off at 0 %: the base runs all " + split.steps + " steps", hint: ""};
         }
@@ -57,6 +59,10 @@
             hint = "The refiner runs every step: it cannot compose an image from noise; 10–30 % is usual.";
         } else if (share < USUAL_SHARE_LOW || share > USUAL_SHARE_HIGH) {
             hint = "Outside the usual 10–30 % share.";
+        }
+        if (split.refinerSteps > 0 && SIGMA_SWITCH_SAMPLERS.indexOf(samplerName) >= 0) {
+            var bySigma = samplerName + " has no step list: the refiner takes over where sigma reaches the start of step " + (split.baseSteps + 1) + ".";
+            hint = hint ? hint + " " + bySigma : bySigma;
         }
         return {line: base + " · " + refiner, hint: hint};
     }
@@ -85,6 +91,11 @@
         return isNaN(value) ? fallback : value;
     }
 
+    function textIn(elemId) {
+        var input = gradioApp().querySelector("#" + elemId + " input:checked") || gradioApp().querySelector("#" + elemId + " input");
+        return input ? input.value : "";
+    }
+
     function updateTab(tab) {
         var lineElem = gradioApp().querySelector("#sdxl_refiner_" + tab + "_split");
         if (!lineElem) {
@@ -95,7 +106,7 @@
         var steps = stepsRun(numberIn(tab + "_steps", 20), numberIn(tab + "_denoising_strength", 0.75), isImg2img, fixSteps);
         var percent = numberIn("sdxl_refiner_" + tab + "_steps_percent", 20);
         var startStep = numberIn("sdxl_refiner_" + tab + "_start_step", 0);
-        var text = describeSplit(planSplit(steps, percent, startStep), percent, startStep);
+        var text = describeSplit(planSplit(steps, percent, startStep), percent, startStep, textIn(tab + "_sampling"));
         var target = lineElem.querySelector(".sdxl-refiner-split-text");
         if (!target) {
             target = document.createElement("span");

@@ -1,0 +1,60 @@
+"""The browser side of the split line reads the panel's real element ids and the WebUI's own."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from sdxl_refiner.webui.options import UNLOAD_ROUTE
+from sdxl_refiner.webui.ui import elem_id
+
+HARNESS = Path(__file__).resolve().parent / "js" / "page_harness.js"
+
+
+def show(values: dict[str, object], opts: dict[str, object]) -> dict:
+    node = shutil.which("node")
+    if node is None:
+        pytest.fail("node is not installed: the javascript page cannot be checked (apt-get install nodejs)")
+    page = {"values": values, "opts": opts, "lines": [elem_id(tab, "split") for tab in ("txt2img", "img2img")]}
+    done = subprocess.run([node, str(HARNESS)], input=json.dumps(page), capture_output=True, text=True,
+                          check=True, timeout=60)
+    return json.loads(done.stdout)
+
+
+def tab_values(tab: str, steps: int, percent: float, start_step: int = 0, sampler: str = "Euler") -> dict[str, object]:
+    return {
+        f"{tab}_steps": steps,
+        f"{tab}_sampling": sampler,
+        elem_id(tab, "steps_percent"): percent,
+        elem_id(tab, "start_step"): start_step,
+    }
+
+
+def test_each_tab_shows_its_own_split_from_its_own_sliders() -> None:
+    values = {**tab_values("txt2img", 30, 20), **tab_values("img2img", 40, 25), "img2img_denoising_strength": 0.5}
+    shown = show(values, {"img2img_fix_steps": False})["shown"]
+    assert shown[elem_id("txt2img", "split")] == {"text": "Base: steps 1–24 · Refiner: steps 25–30", "hint": False}
+    assert shown[elem_id("img2img", "split")] == {"text": "Base: steps 1–16 · Refiner: steps 17–21", "hint": False}
+
+
+def test_img2img_fix_steps_makes_the_line_follow_the_steps_slider() -> None:
+    values = {**tab_values("txt2img", 30, 20), **tab_values("img2img", 40, 25), "img2img_denoising_strength": 0.5}
+    shown = show(values, {"img2img_fix_steps": True})["shown"]
+    assert shown[elem_id("img2img", "split")]["text"] == "Base: steps 1–30 · Refiner: steps 31–40"
+
+
+def test_start_step_and_sigma_samplers_are_reflected_with_a_hint() -> None:
+    values = {**tab_values("txt2img", 30, 20, start_step=27, sampler="DPM adaptive"), **tab_values("img2img", 30, 20)}
+    shown = show(values, {})["shown"][elem_id("txt2img", "split")]
+    assert shown["text"].startswith("Base: steps 1–27 · Refiner: steps 28–30 — ")
+    assert "DPM adaptive has no step list" in shown["text"]
+    assert shown["hint"] is True
+
+
+def test_the_settings_link_posts_to_the_unload_route() -> None:
+    requests = show({**tab_values("txt2img", 30, 20), **tab_values("img2img", 30, 20)}, {})["requests"]
+    assert requests == [{"url": "." + UNLOAD_ROUTE, "method": "POST"}]
