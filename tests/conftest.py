@@ -17,3 +17,5 @@ if REPOSITORY_ROOT not in sys.path:
     sys.path.insert(0, REPOSITORY_ROOT)
 
 torch.set_num_threads(1)
+
+from tests.standin.fixtures import webui  # noqa: E402, F401 - the stand-in WebUI fixture (tests/standin)
