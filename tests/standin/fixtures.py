@@ -61,17 +61,26 @@ class StandinWebUI:
         __import__(name)
         return sys.modules[name]
 
-    def write_checkpoint(self, name: str, kind: str = "base", seed: int = 0, *, engine=None, widths=None) -> Path:
+    def write_checkpoint(self, name: str, kind: str = "base", seed: int = 0, *, engine=None, widths=None,
+                         text_encoder_of: str | None = None) -> Path:
         """Writes a miniature SDXL ``kind`` ("base" or "refiner") checkpoint into the models folder
-        and refreshes the checkpoint list. ``engine`` writes that model's weights instead."""
+        and refreshes the checkpoint list. ``engine`` writes that model's weights instead;
+        ``text_encoder_of`` (a checkpoint name) shares that file's second text encoder."""
         if engine is None:
             widths = widths or self.sgm.TinySdxlWidths()
-            engine = self.sgm.build_engine(kind, widths, seed)
+            donor = self.sgm.load_engine(self.models_dir / text_encoder_of) if text_encoder_of else None
+            engine = self.sgm.build_engine(kind, widths, seed, text_encoder_of=donor)
         path = self.models_dir / name
         path.parent.mkdir(parents=True, exist_ok=True)
         self.sgm.save_engine(engine, path)
         self.sd_models.list_models()
         return path
+
+    def write_pair(self, base: str = "base.safetensors", refiner: str = "refiner.safetensors") -> None:
+        """A miniature base and a refiner that shares its second text encoder, as released; loads the base."""
+        self.write_checkpoint(base, "base", seed=0)
+        self.write_checkpoint(refiner, "refiner", seed=1, text_encoder_of=base)
+        self.load(base)
 
     def checkpoint(self, name: str):
         info = self.sd_models.get_closet_checkpoint_match(name)

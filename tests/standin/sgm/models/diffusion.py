@@ -147,8 +147,19 @@ def build_conditioner(kind: str, clip_l: int, clip_g: int, scalar_embed: int, vo
     ])
 
 
-def build_engine(kind: str = "base", widths: TinySdxlWidths = TinySdxlWidths(), seed: int = 0) -> DiffusionEngine:
-    """A new miniature SDXL base or refiner with weights drawn from ``seed`` (the global RNG is untouched)."""
+def second_text_encoder(engine: DiffusionEngine) -> FrozenOpenCLIPEmbedder2:
+    """The OpenCLIP ViT-bigG stand-in: embedder 1 of a base, embedder 0 of a refiner."""
+    return next(e for e in engine.conditioner.embedders if isinstance(e, FrozenOpenCLIPEmbedder2))
+
+
+def build_engine(
+    kind: str = "base", widths: TinySdxlWidths = TinySdxlWidths(), seed: int = 0,
+    text_encoder_of: DiffusionEngine | None = None,
+) -> DiffusionEngine:
+    """A new miniature SDXL base or refiner with weights drawn from ``seed`` (the global RNG is untouched).
+
+    ``text_encoder_of``: copy that model's second text encoder, as the released pair shares it.
+    """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         unet = UNetModel(**widths.unet_params(kind))
@@ -156,6 +167,8 @@ def build_engine(kind: str = "base", widths: TinySdxlWidths = TinySdxlWidths(), 
             parameter.data.normal_(0.0, 0.05)
         conditioner = build_conditioner(kind, widths.clip_l, widths.clip_g, widths.scalar_embed, widths.vocab)
         engine = DiffusionEngine(unet, conditioner)
+    if text_encoder_of is not None:
+        second_text_encoder(engine).load_state_dict(second_text_encoder(text_encoder_of).state_dict())
     return engine.eval().requires_grad_(False)
 
 

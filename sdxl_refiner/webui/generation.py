@@ -1,0 +1,199 @@
+"""What the script calls: prepare a generation, hook each sampling pass, put everything back.
+
+The refiner runs inside the WebUI's own sampling call: ``before_sampling`` wraps the sampler's
+function (an instance attribute the WebUI calls once per pass) so that the same loop, on the same
+latent, hands the UNet slot to the refiner at the planned model call. Errors meant for the user
+are raised from inside that call, the only place where the WebUI lets them reach the user (and
+an API caller) instead of logging them.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from sdxl_refiner.errors import RefinerError, SettingsError
+from sdxl_refiner.handoff import UNetSlot, route_model, unet_handoff
+from sdxl_refiner.infotext import KEY_NOTES, infotext_params
+from sdxl_refiner.schedule import plan_switch
+from sdxl_refiner.settings import Settings
+from sdxl_refiner.webui import conds, loading, samplers
+from sdxl_refiner.webui.memory import RefinerPlacement
+from sdxl_refiner.webui.run_state import ActivePass, RefinerRun, attach_run, run_of
+
+ORIGINAL_ATTRIBUTE = "__sdxl_refiner_original__"
+BUILTIN_OFF_NOTE = "the WebUI's built-in refiner was turned off for this generation (SDXL Refiner runs instead)"
+
+
+def register_callbacks() -> None:
+    """Once per script load; the WebUI clears every callback before it loads scripts again."""
+    from modules import script_callbacks
+
+    registered = {entry.callback for entries in script_callbacks.callback_map.values() for entry in entries}
+    if conds.on_cfg_denoiser not in registered:
+        script_callbacks.on_cfg_denoiser(conds.on_cfg_denoiser, name="sdxl_refiner_conds")
+
+
+def prepare(p, settings: Settings | SettingsError) -> None:
+    """From Script.process(): check everything that can be checked, start loading the refiner."""
+    _unwrap_sampler(p)
+    if isinstance(settings, SettingsError):
+        attach_run(p, RefinerRun(error=settings))
+        return
+    if settings.refiner_off:
+        attach_run(p, None)
+        return
+    run = RefinerRun(settings=settings)
+    attach_run(p, run)
+    try:
+        _prepare(p, run)
+    except RefinerError as error:
+        run.error = error
+
+
+def _prepare(p, run: RefinerRun) -> None:
+    loading.require_sdxl_base(p.sd_model)
+    webui_info = loading.resolve_checkpoint(run.settings.checkpoint)
+    info = loading.classify_refiner(webui_info)
+    run.checkpoint_title = webui_info.short_title
+    run.checkpoint_path = str(webui_info.filename)
+    run.spec = loading.cond_spec(p.sd_model, info)
+    base_path = str(p.sd_model.sd_checkpoint_info.filename)
+    loading.check_text_encoders(base_path, run.checkpoint_path, run.spec.kind, loading.resources().encoder_checks)
+    _turn_builtin_refiner_off(p, run)
+    refiner_bytes = int(info.path.stat().st_size)
+    run.placement = loading.placement(refiner_bytes)
+    run.pending = loading.start_loading(run.checkpoint_path, run.placement)
+
+
+def _turn_builtin_refiner_off(p, run: RefinerRun) -> None:
+    builtin = getattr(p, "refiner_checkpoint_info", None) or getattr(p, "refiner_checkpoint", None)
+    if builtin in (None, "", "None", "none"):
+        return
+    p.refiner_checkpoint_info = None
+    p.refiner_checkpoint = None
+    run.notes.append(BUILTIN_OFF_NOTE)
+    print(f"SDXL Refiner: {BUILTIN_OFF_NOTE}.")
+
+
+def _pass_is_refined(p, run: RefinerRun) -> bool:
+    if not getattr(p, "enable_hr", False):
+        return True
+    from sdxl_refiner.webui import options
+
+    wanted = options.effective_hires_pass(run.settings)
+    return wanted == "both" or wanted == ("second" if getattr(p, "is_hr_pass", False) else "first")
+
+
+def before_sampling(p, *, x, noise, c, uc) -> None:
+    """From process_before_every_sampling: hook this pass's sampler when the pass is refined."""
+    _unwrap_sampler(p)
+    run = run_of(p)
+    if run is None or p.sampler is None:
+        return
+    if run.error is None and not _pass_is_refined(p, run):
+        return
+    _wrap_sampler(p, run, (c, uc))
+
+
+def _wrap_sampler(p, run: RefinerRun, pass_conds: tuple) -> None:
+    """Wraps ``sampler.func`` (and ``get_sigmas``, to see the schedule the WebUI computes).
+
+    ``functools.wraps`` keeps the signature the WebUI inspects to choose the arguments.
+    """
+    sampler = p.sampler
+    original_func = sampler.func
+    instance_get_sigmas = sampler.__dict__.get("get_sigmas")
+    get_sigmas = getattr(sampler, "get_sigmas", None)
+    seen: dict[str, object] = {}
+
+    if get_sigmas is not None:
+        @functools.wraps(get_sigmas)
+        def recording_get_sigmas(*args, **kwargs):
+            seen["sigmas"] = get_sigmas(*args, **kwargs)
+            return seen["sigmas"]
+
+        sampler.get_sigmas = recording_get_sigmas
+
+    @functools.wraps(original_func)
+    def refined_func(model, x, *args, **kwargs):
+        _unwrap_sampler(p)
+        if run.error is not None:
+            raise run.error
+        return _sample_with_refiner(p, run, original_func, model, x, args, kwargs, seen.get("sigmas"), pass_conds)
+
+    setattr(refined_func, ORIGINAL_ATTRIBUTE, (original_func, instance_get_sigmas))
+    sampler.func = refined_func
+
+
+def _unwrap_sampler(p) -> None:
+    sampler = getattr(p, "sampler", None)
+    if sampler is None:
+        return
+    originals = getattr(sampler.func, ORIGINAL_ATTRIBUTE, None)
+    if originals is None:
+        return
+    sampler.func, instance_get_sigmas = originals
+    if instance_get_sigmas is None:
+        sampler.__dict__.pop("get_sigmas", None)
+    else:
+        sampler.get_sigmas = instance_get_sigmas
+
+
+def _check_conds_fit(run: RefinerRun, pass_conds: tuple) -> None:
+    """Refuse before the first step conds the refiner UNet could not take (the WebUI would only
+    log an error raised in the denoiser callback, and the UNet would then fail mid-loop)."""
+    from modules import prompt_parser
+
+    c, uc = pass_conds
+    cond = prompt_parser.reconstruct_multicond_batch(c, 0)[1]
+    uncond = prompt_parser.reconstruct_cond_batch(uc, 0)
+    conds.convert(cond, run.spec, run.settings.aesthetic_score)
+    conds.convert(uncond, run.spec, run.settings.negative_aesthetic_score)
+
+
+def _sample_with_refiner(p, run: RefinerRun, func, model, x, args, kwargs, schedule, pass_conds):
+    from modules import shared
+
+    samplers.refuse_unsupported(p.sampler, func)
+    _check_conds_fit(run, pass_conds)
+    sigmas = samplers.sigmas_used(kwargs, schedule)
+    plan = plan_switch(run.settings, len(sigmas) - 1)
+    point = samplers.switch_point_for(p.sampler, sigmas, plan.base_steps, float(kwargs.get("eta", 1.0)))
+    _write_infotext(p, run, plan)
+
+    sd_model = p.sd_model
+    base_unet = sd_model.model.diffusion_model
+    placement = RefinerPlacement(sd_model, base_unet, run.placement.storage_device)
+    empty = conds.refiner_empty_prompt(shared.sd_model.cond_stage_model_empty_prompt, run.spec)
+    with unet_handoff(
+        UNetSlot(sd_model.model, "diffusion_model"), run.pending.result, point, on_switch=placement.on_switch
+    ) as handoff:
+        run.active = ActivePass(handoff, plan, run.spec, empty, placement)
+        try:
+            return func(route_model(model, handoff), x, *args, **kwargs)
+        finally:
+            run.active = None
+            run.passes_run += 1
+            placement.restore()
+
+
+def _write_infotext(p, run: RefinerRun, plan) -> None:
+    params = infotext_params(run.settings, checkpoint_title=run.checkpoint_title, plan=plan)
+    if params and run.notes:
+        params[KEY_NOTES] = "; ".join([*filter(None, [params.get(KEY_NOTES)]), *run.notes])
+    p.extra_generation_params.update(params)
+
+
+def finish(p) -> None:
+    """From postprocess: whatever happened, no wrapper of ours stays on the sampler."""
+    _unwrap_sampler(p)
+    run = run_of(p)
+    if run is not None and run.active is not None:
+        run.active.memory.restore()
+        run.active.handoff.restore()
+        run.active = None
+
+
+def unload_refiner() -> None:
+    """Frees the cached refiner UNets (settings page action and API route)."""
+    loading.resources().cache.unload()

@@ -1,0 +1,193 @@
+"""Which file the refiner is, whether it can refine this base, and its UNet from the process cache.
+
+API callers name a checkpoint; only names in the WebUI's checkpoint list are accepted, so no
+request reaches an arbitrary path. Everything that can be refused is refused here, before any
+step runs. The cache lives on the WebUI's model holder (``sd_models.model_data``) so it is one
+per process and goes away with the WebUI, without a module global of ours.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+
+from sdxl_refiner.checkpoint import CheckpointInfo, CheckpointKind, UNetConfig, classify_checkpoint
+from sdxl_refiner.conditioning import RefinerCondSpec, text_encoders_identical
+from sdxl_refiner.errors import CheckpointError, ConditioningError
+from sdxl_refiner.residency import (
+    Placement,
+    RefinerCache,
+    choose_residency,
+    file_identity,
+    placement_for,
+)
+
+RESOURCES_ATTRIBUTE = "sdxl_refiner_resources"
+BASE_ENCODER_PREFIXES = ("conditioner.embedders.0.", "conditioner.embedders.1.")
+# The second text encoder (OpenCLIP ViT-bigG) is the base's embedder 1 and the refiner's embedder 0.
+BASE_BIGG_PREFIX = "conditioner.embedders.1.model."
+REFINER_BIGG_PREFIX = "conditioner.embedders.0.model."
+
+
+@dataclass
+class RefinerResources:
+    """Process-wide: the refiner UNet cache and the text-encoder comparisons already made."""
+
+    cache: RefinerCache
+    encoder_checks: dict[tuple, bool] = field(default_factory=dict)
+
+
+def resources() -> RefinerResources:
+    from modules import sd_models
+
+    from sdxl_refiner.webui import options
+
+    holder = sd_models.model_data
+    found = getattr(holder, RESOURCES_ATTRIBUTE, None)
+    if found is None:
+        found = RefinerResources(RefinerCache(options.cache_capacity()))
+        setattr(holder, RESOURCES_ATTRIBUTE, found)
+    else:
+        found.cache.capacity = options.cache_capacity()
+    return found
+
+
+def resolve_checkpoint(name: str):
+    """The WebUI's CheckpointInfo for a name, title or hash from the checkpoint list."""
+    from modules import sd_models
+
+    if not name or name in ("None", "none"):
+        raise CheckpointError(
+            "SDXL Refiner is enabled but no refiner checkpoint is chosen (checkpoint: ''). "
+            "Pick one in the SDXL Refiner panel, or pass a checkpoint title from GET /sdapi/v1/sd-models."
+        )
+    info = sd_models.get_closet_checkpoint_match(name)
+    if info is None:
+        raise CheckpointError(
+            f"SDXL Refiner checkpoint {name!r} is not in the WebUI's checkpoint list. Allowed are the titles "
+            "the Checkpoint dropdown shows (GET /sdapi/v1/sd-models lists them as 'title'); put the file in "
+            "models/Stable-diffusion and refresh the list if it is new."
+        )
+    return info
+
+
+def classify_refiner(webui_info) -> CheckpointInfo:
+    info = classify_checkpoint(webui_info.filename)
+    if not info.usable_as_refiner:
+        raise CheckpointError(
+            f"SDXL Refiner checkpoint {webui_info.title!r} cannot refine SDXL: {info.reason}. "
+            "Choose an SDXL refiner (or SDXL base-type) checkpoint."
+        )
+    return info
+
+
+def require_sdxl_base(sd_model) -> None:
+    if getattr(sd_model, "is_sdxl", False):
+        return
+    info = getattr(sd_model, "sd_checkpoint_info", None)
+    title = getattr(info, "title", "the loaded model")
+    raise CheckpointError(
+        f"SDXL Refiner needs an SDXL base model, but the loaded model {title!r} is not SDXL: an SDXL refiner "
+        "cannot continue its latent. Load an SDXL base checkpoint, or turn SDXL Refiner off."
+    )
+
+
+def scalar_embed_dim(sd_model, config: UNetConfig) -> int:
+    """Width of one embedded scalar: the base conditioner's own embedders say it; a refiner UNet's
+    ADM input (pooled text, as wide as its context, plus five scalars) confirms it."""
+    for embedder in getattr(sd_model.conditioner, "embedders", []):
+        outdim = getattr(embedder, "outdim", None)
+        if isinstance(outdim, int) and outdim > 0:
+            return outdim
+    width = (config.adm_in_channels or 0) - config.context_dim
+    if width <= 0 or width % 5:
+        raise ConditioningError(
+            f"refiner UNet: ADM input width {config.adm_in_channels} and context {config.context_dim} do not "
+            "describe an SDXL refiner. Choose an SDXL refiner checkpoint."
+        )
+    return width // 5
+
+
+def cond_spec(sd_model, info: CheckpointInfo) -> RefinerCondSpec:
+    config = info.unet_config
+    kind = "refiner" if info.kind is CheckpointKind.SDXL_REFINER else "base"
+    return RefinerCondSpec(kind, config.context_dim, config.adm_in_channels or 0, scalar_embed_dim(sd_model, config))
+
+
+def _text_encoder_tensors(path: str, prefixes: tuple[str, ...]) -> dict[str, torch.Tensor] | None:
+    """Text-encoder tensors of a safetensors file, keys relative to each prefix (tagged by its index)."""
+    if Path(path).suffix.lower() != ".safetensors":
+        return None
+    found: dict[str, torch.Tensor] = {}
+    with safe_open(path, framework="pt") as file:
+        for key in file.keys():  # noqa: SIM118 - safe_open is not iterable
+            for index, prefix in enumerate(prefixes):
+                if key.startswith(prefix):
+                    found[f"{index}:{key[len(prefix):]}"] = file.get_tensor(key)
+    return found or None
+
+
+def check_text_encoders(base_path: str, refiner_path: str, kind: str, checks: dict[tuple, bool]) -> None:
+    """Slicing the base's conds is exact only when the refiner's text encoder is the base's.
+
+    A refiner-type file must hold the base's second encoder; a base-type one both encoders.
+    Compared once per pair of files (as they are now on disk), then remembered.
+    """
+    key = (file_identity(base_path), file_identity(refiner_path), kind)
+    if key not in checks:
+        base_prefixes = (BASE_BIGG_PREFIX,) if kind == "refiner" else BASE_ENCODER_PREFIXES
+        refiner_prefixes = (REFINER_BIGG_PREFIX,) if kind == "refiner" else BASE_ENCODER_PREFIXES
+        base = _text_encoder_tensors(base_path, base_prefixes)
+        refiner = _text_encoder_tensors(refiner_path, refiner_prefixes)
+        checks[key] = base is not None and refiner is not None and text_encoders_identical(base, refiner)
+    if not checks[key]:
+        raise ConditioningError(
+            f"SDXL Refiner checkpoint {os.path.basename(refiner_path)!r}: its text encoder is not the one of the "
+            f"base {os.path.basename(base_path)!r} (or a file has none to compare, or is not .safetensors), so "
+            "the base's conditioning cannot be handed to it. Encoding prompts with a different refiner text "
+            "encoder is not supported; use the refiner released with this base (the SDXL 1.0 base and refiner "
+            "share it)."
+        )
+
+
+def placement(refiner_bytes: int) -> Placement:
+    from modules import devices, shared
+
+    from sdxl_refiner.webui import options
+
+    device = torch.device(devices.device)
+    cuda = device.type == "cuda" and torch.cuda.is_available()
+    free = torch.cuda.mem_get_info(device)[0] if cuda else None
+    cmd = shared.cmd_opts
+    residency = choose_residency(
+        options.residency_policy(),
+        cuda=cuda,
+        free_bytes=free,
+        refiner_bytes=refiner_bytes,
+        host_lowvram=bool(getattr(cmd, "lowvram", False)),
+        host_medvram=bool(getattr(cmd, "medvram", False) or getattr(cmd, "medvram_sdxl", False)),
+    )
+    chosen = placement_for(residency, device)
+    if getattr(shared.sd_model, "lowvram", False):
+        # The WebUI's low-VRAM hooks move modules in and out; the refiner waits in RAM like the base.
+        return Placement("cpu", str(device), pin_memory=chosen.pin_memory, prefetch=False)
+    return chosen
+
+
+def build_unet(config: UNetConfig) -> torch.nn.Module:
+    """The class the WebUI itself builds SDXL UNets with, so its attention optimisations apply."""
+    from sgm.modules.diffusionmodules.openaimodel import UNetModel
+
+    return UNetModel(**config.as_sgm_params())
+
+
+def start_loading(path: str, where: Placement):
+    from modules import devices
+
+    return resources().cache.start_loading(
+        path, build_unet, devices.dtype_unet, where.storage_device, pin_memory=where.pin_memory
+    )

@@ -1,0 +1,72 @@
+"""Where the switch falls for each sampler the WebUI lists, from the sigmas it really uses.
+
+k-diffusion samplers (and LCM, one call per step) are placed exactly by the engine's plan.
+Restart and the timestep samplers are refused with a reason: Restart runs extra segments that
+climb back up in noise, so "step k" of its schedule is not a point the base could hand over at
+once; DDIM, PLMS, UniPC and LCM-free timestep loops pass timesteps instead of sigmas, and their
+call structure (PLMS's warm-up, UniPC's corrector) is not one the plan describes.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+
+from sdxl_refiner.errors import PlanError
+from sdxl_refiner.schedule import SwitchPoint, switch_point, switch_point_from_calls
+
+ONE_CALL_PER_STEP = frozenset({"sample_lcm"})
+PICK_INSTEAD = "Pick Euler, Euler a, DPM++ 2M, DPM++ 2M SDE, DPM++ SDE, Heun or LMS"
+
+
+def function_name(sampler) -> str:
+    """The k-diffusion function name (``sample_euler``), or the callable's name for the WebUI's own."""
+    funcname = getattr(sampler, "funcname", None)
+    if isinstance(funcname, str):
+        return funcname
+    return getattr(funcname, "__name__", type(sampler).__name__)
+
+
+def sampler_label(sampler) -> str:
+    config = getattr(sampler, "config", None)
+    return getattr(config, "name", None) or function_name(sampler)
+
+
+def refuse_unsupported(sampler, func) -> None:
+    """Refuse before sampling a sampler whose switch cannot be placed exactly."""
+    label = sampler_label(sampler)
+    if "timesteps" in inspect.signature(func).parameters:
+        raise PlanError(
+            f"Sampler {label!r} steps through timesteps, not sigmas, and its model calls per step are not "
+            f"ones the SDXL Refiner can place its switch between. {PICK_INSTEAD}, or turn SDXL Refiner off."
+        )
+    if function_name(sampler) == "restart_sampler":
+        raise PlanError(
+            f"Sampler {label!r} adds restart segments that go back up in noise after its steps, so there is "
+            f"no single step at which the base can hand over. {PICK_INSTEAD}, or turn SDXL Refiner off."
+        )
+
+
+def sigmas_used(kwargs: dict, schedule: torch.Tensor | None) -> torch.Tensor:
+    """The sigmas of this pass as the sampler runs them.
+
+    With a ``sigmas`` argument they are given (img2img slicing and the discarded next-to-last
+    sigma included). DPM fast and adaptive get only ``sigma_max``: their pass is the tail of the
+    schedule the WebUI computed, from ``sigma_max`` down.
+    """
+    if "sigmas" in kwargs:
+        return torch.as_tensor(kwargs["sigmas"]).detach().cpu()
+    if schedule is None:
+        raise PlanError("The sampler's sigma schedule was not seen before sampling; cannot place the switch.")
+    schedule = schedule.detach().cpu()
+    sigma_max = float(kwargs.get("sigma_max", schedule[0]))
+    start = int((schedule > sigma_max * (1 + 1e-4)).sum())
+    return schedule[start:]
+
+
+def switch_point_for(sampler, sigmas: torch.Tensor, base_steps: int, eta: float) -> SwitchPoint:
+    name = function_name(sampler)
+    if name in ONE_CALL_PER_STEP:
+        return switch_point_from_calls([1] * (len(sigmas) - 1), base_steps, sigmas)
+    return switch_point(name, sigmas, base_steps, eta=eta)

@@ -1,0 +1,62 @@
+"""Running generations through the real extension script (scripts/sdxl_refiner.py) on the stand-in."""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+SCRIPT_PATH = Path(__file__).resolve().parents[2] / "scripts" / "sdxl_refiner.py"
+
+
+def load_script():
+    """A fresh SdxlRefinerScript, as the WebUI loads scripts/ files (registering its callbacks)."""
+    spec = importlib.util.spec_from_file_location("sdxl_refiner_script_under_test", SCRIPT_PATH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.SdxlRefinerScript()
+
+
+def ui_args(enabled=True, checkpoint="refiner.safetensors", steps_percent=20.0, aesthetic_score=6.0,
+            negative_aesthetic_score=2.5, start_step=0, hires_pass="default") -> list:
+    return [enabled, checkpoint, steps_percent, aesthetic_score, negative_aesthetic_score, start_step, hires_pass]
+
+
+@dataclass
+class CallTrace:
+    """Which UNet served each model call, at which sigma (the UNet sees timesteps), with its conds."""
+
+    calls: list[tuple[str, float, int, int]] = field(default_factory=list)
+    vectors: list[tuple[str, torch.Tensor]] = field(default_factory=list)
+
+    def hook(self, name: str):
+        def record(module, args, kwargs):
+            timesteps = kwargs.get("timesteps", args[1] if len(args) > 1 else None)
+            context = kwargs.get("context")
+            y = kwargs.get("y")
+            self.calls.append((name, float(timesteps.reshape(-1)[0]), context.shape[-1], y.shape[-1]))
+            self.vectors.append((name, y.detach().clone()))
+        return record
+
+    def attach(self, module: torch.nn.Module, name: str):
+        return module.register_forward_pre_hook(self.hook(name), with_kwargs=True)
+
+    def names(self) -> list[str]:
+        return [name for name, *_ in self.calls]
+
+
+def cached_refiner(webui, name: str = "refiner.safetensors") -> torch.nn.Module:
+    """The refiner UNet the extension will use (same cache entry), loaded now."""
+    from sdxl_refiner.webui import loading
+
+    path = str(webui.checkpoint(name).filename)
+    return loading.resources().cache.get(path, loading.build_unet, webui.devices.dtype_unet, "cpu")
+
+
+def refine(webui, p, args: list | None = None, script=None):
+    """Runs ``p`` with the extension's script attached; returns the Processed result."""
+    script = script or load_script()
+    webui.attach(p, script, ui_args() if args is None else args)
+    return webui.run(p)
