@@ -1,0 +1,113 @@
+"""The refiner runs inside the WebUI's own sampling loop: the right call, the right conds, one loop."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sdxl_refiner.conditioning import timestep_embedding
+from sdxl_refiner.schedule import switch_point
+from tests.standin.refiner_runs import CallTrace, cached_refiner, refine, ui_args
+
+ALL_SWITCHABLE = ["Euler", "Euler a", "LMS", "Heun", "DPM2", "DPM2 a", "DPM++ 2S a", "DPM++ SDE",
+                  "DPM++ 2M", "DPM++ 2M SDE", "DPM++ 2M SDE Heun", "DPM++ 3M SDE", "LCM"]
+
+
+def copy_of_base(webui, name: str = "copy.safetensors") -> str:
+    """The loaded base's weights under another name: a refiner that must change nothing."""
+    webui.write_checkpoint(name, engine=webui.shared.sd_model)
+    return name
+
+
+@pytest.mark.parametrize("sampler", ALL_SWITCHABLE)
+def test_refiner_with_the_base_weights_gives_the_image_of_base_only_bit_for_bit(webui, sampler):
+    webui.write_pair()
+    copy = copy_of_base(webui)
+    trace = CallTrace()
+    trace.attach(cached_refiner(webui, copy), "refiner")
+    for seed in (3, 4):
+        base_only = webui.run(webui.txt2img(sampler_name=sampler, steps=6, seed=seed)).samples
+        refined = refine(webui, webui.txt2img(sampler_name=sampler, steps=6, seed=seed), ui_args(checkpoint=copy, steps_percent=50))
+        assert torch.equal(torch.stack(base_only), torch.stack(refined.samples))
+    assert trace.calls, "the refiner UNet never ran: the test would prove nothing"
+
+
+@pytest.mark.parametrize("sampler", ["Euler", "Heun", "DPM++ 2M SDE", "DPM2 a"])
+def test_the_refiner_takes_every_call_from_the_first_refiner_step_on_and_none_before(webui, sampler):
+    webui.write_pair()
+    trace = CallTrace()
+    trace.attach(webui.shared.sd_model.model.diffusion_model, "base")
+    trace.attach(cached_refiner(webui), "refiner")
+    p = webui.txt2img(sampler_name=sampler, steps=10)
+    refine(webui, p, ui_args(steps_percent=30))
+    names = trace.names()
+    first = names.index("refiner")
+    assert names == ["base"] * first + ["refiner"] * (len(names) - first)
+    assert p.extra_generation_params["SDXL Refiner split"] == "base 7 / refiner 3"
+
+
+def test_the_switch_call_is_the_one_the_plan_names_for_the_schedule_actually_run(webui):
+    webui.write_pair()
+    trace = CallTrace()
+    trace.attach(webui.shared.sd_model.model.diffusion_model, "base")
+    trace.attach(cached_refiner(webui), "refiner")
+    p = webui.txt2img(sampler_name="Heun", steps=8)
+    sampler = webui.sd_samplers.create_sampler("Heun", webui.shared.sd_model)
+    sigmas = sampler.get_sigmas(p, 8)
+    refine(webui, p, ui_args(steps_percent=25))
+    expected = switch_point("sample_heun", sigmas, 6)
+    assert trace.names().index("refiner") == expected.call_index
+
+
+def test_refiner_calls_get_the_refiner_widths_and_the_aesthetic_scores(webui):
+    webui.write_pair()
+    trace = CallTrace()
+    trace.attach(webui.shared.sd_model.model.diffusion_model, "base")
+    trace.attach(cached_refiner(webui), "refiner")
+    refine(webui, webui.txt2img(steps=5, batch_size=2), ui_args(steps_percent=40, aesthetic_score=7.0, negative_aesthetic_score=1.5))
+    widths = {name: (context, vector) for name, _, context, vector in trace.calls}
+    refiner_unet = cached_refiner(webui)
+    assert widths["refiner"] == (refiner_unet.input_blocks[-1][1].transformer_blocks[0].attn2.to_k.in_features,
+                                 refiner_unet.label_emb[0][0].in_features)
+    assert widths["base"] != widths["refiner"]
+    vector = next(y for name, y in trace.vectors if name == "refiner")
+    dim = webui.shared.sd_model.conditioner.embedders[-1].outdim
+    assert torch.allclose(vector[:2, -dim:], timestep_embedding(torch.tensor([7.0]), dim).expand(2, -1))
+    assert torch.allclose(vector[2:, -dim:], timestep_embedding(torch.tensor([1.5]), dim).expand(2, -1))
+
+
+def test_zero_percent_changes_nothing_not_even_the_infotext(webui):
+    webui.write_pair()
+    off = webui.run(webui.txt2img(seed=5))
+    zero = refine(webui, webui.txt2img(seed=5), ui_args(steps_percent=0))
+    assert torch.equal(torch.stack(off.samples), torch.stack(zero.samples))
+    assert off.infotexts == zero.infotexts
+
+
+def test_refined_image_differs_from_base_only_and_repeats_exactly(webui):
+    webui.write_pair()
+    base_only = webui.run(webui.txt2img(seed=9)).samples[0]
+    first = refine(webui, webui.txt2img(seed=9)).samples[0]
+    second = refine(webui, webui.txt2img(seed=9)).samples[0]
+    assert not torch.equal(base_only, first)
+    assert torch.equal(first, second)
+
+
+def test_dpm_adaptive_switches_once_by_sigma_and_never_back(webui):
+    webui.write_pair()
+    trace = CallTrace()
+    trace.attach(webui.shared.sd_model.model.diffusion_model, "base")
+    trace.attach(cached_refiner(webui), "refiner")
+    refine(webui, webui.txt2img(sampler_name="DPM fast", steps=6), ui_args(steps_percent=50))
+    names = trace.names()
+    first = names.index("refiner")
+    assert first > 0
+    assert names[first:] == ["refiner"] * (len(names) - first)
+
+
+def test_the_infotext_names_the_refiner_and_the_split(webui):
+    webui.write_pair()
+    result = refine(webui, webui.txt2img(steps=10), ui_args(steps_percent=30))
+    info = webui.checkpoint("refiner.safetensors")
+    assert f"SDXL Refiner: {info.short_title}" in result.infotexts[0]
+    assert "SDXL Refiner split: base 7 / refiner 3" in result.infotexts[0]
