@@ -8,6 +8,7 @@
     var USUAL_SHARE_LOW = 10;
     var USUAL_SHARE_HIGH = 30;
     var SIGMA_SWITCH_SAMPLERS = ["DPM fast", "DPM adaptive"];
+    var REFUSED_SAMPLERS = ["DDIM", "DDIM CFG++", "PLMS", "UniPC", "Restart"];
 
     // Steps the sampler really runs: img2img runs int(min(strength, 0.999) * steps) + 1 unless the
     // WebUI option "img2img_fix_steps" is set (sd_samplers_common.setup_img2img_steps).
@@ -59,6 +60,9 @@
             hint = "The refiner runs every step: it cannot compose an image from noise; 10–30 % is usual.";
         } else if (share < USUAL_SHARE_LOW || share > USUAL_SHARE_HIGH) {
             hint = "Outside the usual 10–30 % share.";
+        }
+        if (split.refinerSteps > 0 && REFUSED_SAMPLERS.indexOf(samplerName) >= 0) {
+            hint = samplerName + " cannot hand over at a step: pick Euler, Euler a, DPM++ 2M, DPM++ SDE, Heun or LMS.";
         }
         if (split.refinerSteps > 0 && SIGMA_SWITCH_SAMPLERS.indexOf(samplerName) >= 0) {
             var bySigma = samplerName + " has no step list: the refiner takes over where sigma reaches the start of step " + (split.baseSteps + 1) + ".";

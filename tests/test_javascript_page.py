@@ -58,3 +58,12 @@ def test_start_step_and_sigma_samplers_are_reflected_with_a_hint() -> None:
 def test_the_settings_link_posts_to_the_unload_route() -> None:
     requests = show({**tab_values("txt2img", 30, 20), **tab_values("img2img", 30, 20)}, {})["requests"]
     assert requests == [{"url": "." + UNLOAD_ROUTE, "method": "POST"}]
+
+
+def test_samplers_the_binding_refuses_are_named_before_generating() -> None:
+    values = {**tab_values("txt2img", 30, 20, sampler="UniPC"), **tab_values("img2img", 30, 20)}
+    shown = show(values, {})["shown"][elem_id("txt2img", "split")]
+    assert shown["text"] == (
+        "Base: steps 1–24 · Refiner: steps 25–30 — UniPC cannot hand over at a step: "
+        "pick Euler, Euler a, DPM++ 2M, DPM++ SDE, Heun or LMS."
+    )
