@@ -6,7 +6,7 @@ from sdxl_refiner.errors import SettingsError
 from sdxl_refiner.settings import from_ui_args
 from sdxl_refiner.webui import generation, options, xyz
 from sdxl_refiner.webui.paste import paste_fields
-from sdxl_refiner.webui.ui import TITLE, build_panel
+from sdxl_refiner.webui.ui import TITLE, UNSUPPORTED_HOST, build_panel, refining_supported
 
 generation.register_callbacks()
 options.register_callbacks()
@@ -31,6 +31,9 @@ class SdxlRefinerScript(scripts.Script):
             settings = from_ui_args(args, overrides=xyz.overrides(p))
         except SettingsError as error:
             settings = error
+        if not refining_supported() and not getattr(settings, "refiner_off", False):
+            print(f"SDXL Refiner: {UNSUPPORTED_HOST}")
+            return
         generation.prepare(p, settings)
 
     def process_before_every_sampling(self, p, *args, **kwargs):

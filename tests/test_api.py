@@ -141,3 +141,17 @@ def test_process_applies_xyz_values_from_the_processing_object(webui, monkeypatc
     setattr(p, xyz.XYZ_ATTR, {"enabled": True, "checkpoint": REFINER_FILE, "steps_percent": 0.0})
     script_class().process(p, False, "", 20, 6.0, 2.5, 0, "Default (from settings)")
     assert handed == [Settings(enabled=True, checkpoint=REFINER_FILE, steps_percent=0.0)]
+
+
+def test_on_a_webui_without_the_sampling_hook_process_reports_instead_of_doing_nothing_silently(
+    webui, monkeypatch, capsys  # noqa: F811
+) -> None:
+    script_class = load_script(webui)
+    from sdxl_refiner.webui import generation
+
+    handed: list = []
+    monkeypatch.setattr(generation, "prepare", lambda p, settings: handed.append(settings))
+    monkeypatch.delattr(webui.scripts.Script, "process_before_every_sampling")
+    script_class().process(webui.txt2img(), True, REFINER_FILE, 25)
+    assert handed == []
+    assert "added in 1.10.0" in capsys.readouterr().out

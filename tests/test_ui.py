@@ -226,3 +226,20 @@ def test_install_checks_and_installs_nothing(tmp_path, monkeypatch, capsys) -> N
     monkeypatch.setattr(install, "webui_roots", lambda: [tmp_path])
     assert install.main() == 0
     assert "installs nothing" in capsys.readouterr().err
+
+
+def test_a_webui_without_the_sampling_hook_gets_a_notice_in_the_panel(checkpoints, monkeypatch) -> None:
+    from sdxl_refiner.webui import ui
+
+    assert ui.refining_supported()
+    with gr.Blocks() as supported:
+        ui.build_panel(False)
+    monkeypatch.delattr(checkpoints.scripts.Script, "process_before_every_sampling")
+    with gr.Blocks() as old_webui:
+        ui.build_panel(False)
+
+    def ids(blocks) -> set:
+        return {getattr(block, "elem_id", None) for block in blocks.blocks.values()}
+
+    assert "sdxl_refiner_txt2img_unsupported" not in ids(supported)
+    assert "sdxl_refiner_txt2img_unsupported" in ids(old_webui)

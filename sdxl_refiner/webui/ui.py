@@ -34,6 +34,19 @@ TOOLTIPS = {
 }
 
 
+UNSUPPORTED_HOST = (
+    "This WebUI has no process_before_every_sampling hook (added in 1.10.0), where SDXL Refiner joins "
+    "the sampling loop: it cannot refine here. Update the WebUI to 1.10 or newer."
+)
+
+
+def refining_supported() -> bool:
+    """Feature detection rather than version parsing: the one hook the binding cannot do without."""
+    from modules import scripts
+
+    return hasattr(scripts.Script, "process_before_every_sampling")
+
+
 def elem_id(tabname: str, item: str) -> str:
     return f"{ELEM_PREFIX}_{tabname}_{item}"
 
@@ -90,6 +103,9 @@ def build_panel(is_img2img: bool) -> Panel:
                 minimum=0, maximum=100, step=1, value=DEFAULT_STEPS_PERCENT, label="Refiner steps %",
                 elem_id=elem_id(tab, "steps_percent"), tooltip=TOOLTIPS["steps_percent"],
             )
+        if not refining_supported():
+            gr.HTML(value=f"<p>{UNSUPPORTED_HOST}</p>", elem_id=elem_id(tab, "unsupported"),
+                    elem_classes=["sdxl-refiner-unsupported"])
         split_line = gr.HTML(value="", elem_id=elem_id(tab, "split"), elem_classes=["sdxl-refiner-split"])
         with gr.Accordion("Advanced", open=False, elem_id=elem_id(tab, "advanced")):
             with gr.Row(elem_classes=["sdxl-refiner-row"]):
