@@ -8,7 +8,7 @@ placed by counting calls the way each k-diffusion sampler makes them, never by s
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -155,12 +155,17 @@ class SwitchPoint:
 NEVER = SwitchPoint(None, None)
 
 
-def sampler_key(sampler: str) -> str:
-    """k-diffusion's function name without ``sample_``: the WebUI stores ``sample_euler``."""
-    return sampler.removeprefix("sample_")
+def sampler_key(sampler: str | Callable[..., object]) -> str:
+    """k-diffusion's function name without ``sample_``.
+
+    Hosts name samplers differently: the WebUI stores ``sample_euler``, or the function itself
+    for samplers of its own (Restart), which then fail as unknown by their function's name.
+    """
+    name = sampler if isinstance(sampler, str) else getattr(sampler, "__name__", repr(sampler))
+    return name.removeprefix("sample_")
 
 
-def calls_per_step(sampler: str, sigmas: torch.Tensor, *, eta: float = 1.0) -> list[int]:
+def calls_per_step(sampler: str | Callable[..., object], sigmas: torch.Tensor, *, eta: float = 1.0) -> list[int]:
     """Model calls each step makes, mirroring each sampler's own branch for its last step.
 
     Heun, DPM2 and DPM++ SDE skip their second call when the step ends at sigma 0; the
@@ -177,13 +182,13 @@ def calls_per_step(sampler: str, sigmas: torch.Tensor, *, eta: float = 1.0) -> l
         return [1 if get_ancestral_step(sigmas[i], sigmas[i + 1], eta=eta)[0] == 0 else 2 for i in range(count)]
     if name in SIGMA_THRESHOLD_SAMPLERS:
         raise PlanError(
-            f"sampler {sampler!r} has no fixed list of steps, so its model calls cannot be counted per step; "
+            f"sampler {sampler_key(sampler)!r} has no fixed list of steps, so its model calls cannot be counted per step; "
             "use switch_point, which switches it by sigma."
         )
     raise _unknown_sampler(sampler)
 
 
-def switch_point(sampler: str, sigmas: torch.Tensor, base_steps: int, *, eta: float = 1.0) -> SwitchPoint:
+def switch_point(sampler: str | Callable[..., object], sigmas: torch.Tensor, base_steps: int, *, eta: float = 1.0) -> SwitchPoint:
     """Where to switch for ``sampler`` running over ``sigmas`` (the schedule actually used).
 
     DPM fast and DPM adaptive choose their own sigmas, so they switch at the first call whose
@@ -224,9 +229,9 @@ def _check_base_steps(base_steps: int, steps: int) -> None:
         )
 
 
-def _unknown_sampler(sampler: str) -> PlanError:
+def _unknown_sampler(sampler: str | Callable[..., object]) -> PlanError:
     allowed = ", ".join(sorted(SUPPORTED_SAMPLERS))
     return PlanError(
-        f"sampler {sampler!r} is not one the SDXL Refiner can switch exactly. Allowed: {allowed}. "
+        f"sampler {sampler_key(sampler)!r} is not one the SDXL Refiner can switch exactly. Allowed: {allowed}. "
         "Pick one of these samplers, or turn the refiner off for this one."
     )

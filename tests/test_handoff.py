@@ -7,6 +7,7 @@ from collections import Counter
 
 import pytest
 import torch
+from k_diffusion import sampling
 
 from sdxl_refiner.conditioning import RefinerCondSpec, refiner_conditioning
 from sdxl_refiner.handoff import UNetSlot, route_model, unet_handoff
@@ -163,3 +164,37 @@ def test_samplers_without_a_step_list_switch_once_where_sigma_reaches_step_k(sam
     threshold = float(sigmas[base_steps])
     assert all(sigma > threshold for sigma, _ in calls[:switched])
     assert calls[switched][0] <= threshold * 1.002
+
+
+@pytest.mark.parametrize("sampler", ["dpm_2", "dpm_2_ancestral", "dpmpp_3m_sde", "heun"])
+def test_a_schedule_with_the_next_to_last_sigma_discarded_switches_at_step_k(sampler: str) -> None:
+    steps, base_steps = 9, 5
+    full = automatic_sigmas(steps + 1)
+    sigmas = torch.cat([full[:-2], full[-1:]])
+    log: list[tuple[str, object]] = []
+    base, refiner = NamedUNet(base_unet(), "base", log), NamedUNet(refiner_unet(), "refiner", log)
+    sample_with_handoff(sampler, base, refiner, spec_of(refiner.unet, "refiner"), sigmas, base_steps, conds(), 0,
+                        callback=step_logger(log), log=log)
+    calls = attribute_calls(log)
+    assert [call.unet for call in calls] == ["refiner" if call.step >= base_steps else "base" for call in calls]
+
+
+@pytest.mark.parametrize("sampler", ["euler", "heun", "dpm_2"])
+def test_churn_raises_the_sigma_of_the_switch_call_but_not_the_step_it_switches_at(sampler: str) -> None:
+    steps, base_steps = 8, 4
+    sigmas = automatic_sigmas(steps)
+    log: list[tuple[str, object]] = []
+    base, refiner = NamedUNet(base_unet(), "base", log), NamedUNet(refiner_unet(), "refiner", log)
+    sd_model, cfg = build_stack(base)
+    extra_args = conds()
+    spec = spec_of(refiner.unet, "refiner")
+    with unet_handoff(UNetSlot(sd_model.model, "diffusion_model"), refiner, switch_point(sampler, sigmas, base_steps)) as handoff:
+        model = traced(route_model(cfg, handoff, refiner_args(extra_args, spec)), log)
+        torch.manual_seed(0)
+        x = torch.randn(1, 4, 8, 8) * sigmas[0]
+        getattr(sampling, f"sample_{sampler}")(model, x, sigmas, extra_args=extra_args, callback=step_logger(log),
+                                               disable=True, s_churn=4.0)
+    calls = attribute_calls(log)
+    assert [call.unet for call in calls] == ["refiner" if call.step >= base_steps else "base" for call in calls]
+    first_refiner_call = next(call for call in calls if call.unet == "refiner")
+    assert first_refiner_call.sigma > float(sigmas[base_steps]) * 1.01

@@ -194,3 +194,12 @@ def test_samplers_without_a_step_list_have_no_calls_per_step() -> None:
 def test_base_steps_outside_the_schedule_are_refused(base_steps: int) -> None:
     with pytest.raises(PlanError, match=r"outside 0\.\.5"):
         switch_point("euler", karras(5), base_steps)
+
+
+def test_a_hosts_own_sampler_function_is_refused_by_its_name() -> None:
+    def restart_sampler(model: object, x: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
+        return x
+
+    with pytest.raises(PlanError, match="'restart_sampler' is not one"):
+        switch_point(restart_sampler, karras(5), 2)
+    assert switch_point(sampling.sample_heun, karras(5), 2).call_index == 4
