@@ -1,0 +1,88 @@
+"""Bad input stops the generation from inside sampling with a message that names cause and fix."""
+
+from __future__ import annotations
+
+import pytest
+
+from sdxl_refiner.errors import CheckpointError, ConditioningError, PlanError, SettingsError
+from tests.standin.refiner_runs import refine, ui_args
+from tests.support.checkpoints import write_checkpoint
+
+
+def refused(webui, p, args, error_type) -> str:
+    with pytest.raises(error_type) as caught:
+        refine(webui, p, args)
+    assert webui.shared.sd_model.model.diffusion_model is base_unet_of(webui)
+    return str(caught.value)
+
+
+def base_unet_of(webui):
+    return webui.shared.sd_model.model.diffusion_model
+
+
+def test_an_unknown_checkpoint_name_is_refused_with_where_to_find_names(webui):
+    webui.write_pair()
+    message = refused(webui, webui.txt2img(), ui_args(checkpoint="/etc/passwd"), CheckpointError)
+    assert "'/etc/passwd'" in message
+    assert "/sdapi/v1/sd-models" in message
+
+
+def test_no_checkpoint_chosen_is_refused(webui):
+    webui.write_pair()
+    message = refused(webui, webui.txt2img(), ui_args(checkpoint=""), SettingsError)
+    assert "'checkpoint' is empty" in message
+
+
+@pytest.mark.parametrize("kind", ["sd1", "sd2", "inpaint"])
+def test_a_checkpoint_that_cannot_refine_sdxl_is_refused_before_any_step(webui, kind):
+    webui.write_pair()
+    write_checkpoint(webui.models_dir / f"{kind}.safetensors", kind)
+    webui.sd_models.list_models()
+    message = refused(webui, webui.txt2img(), ui_args(checkpoint=f"{kind}.safetensors"), CheckpointError)
+    assert f"{kind}.safetensors" in message
+    assert "cannot refine SDXL" in message
+
+
+def test_a_base_that_is_not_sdxl_is_refused(webui):
+    webui.write_pair()
+    webui.shared.sd_model.is_sdxl = False
+    message = refused(webui, webui.txt2img(), ui_args(), CheckpointError)
+    assert "not SDXL" in message
+    assert "Load an SDXL base" in message
+
+
+def test_a_refiner_with_another_text_encoder_is_refused(webui):
+    webui.write_pair()
+    webui.write_checkpoint("stranger.safetensors", "refiner", seed=5)
+    message = refused(webui, webui.txt2img(), ui_args(checkpoint="stranger.safetensors"), ConditioningError)
+    assert "text encoder" in message
+
+
+def test_invalid_settings_reach_the_user_from_the_sampling_call(webui):
+    webui.write_pair()
+    message = refused(webui, webui.txt2img(), ui_args(steps_percent=140), SettingsError)
+    assert "140" in message
+
+
+@pytest.mark.parametrize("sampler", ["DDIM", "PLMS", "UniPC", "Restart"])
+def test_samplers_whose_switch_cannot_be_placed_exactly_are_refused_with_alternatives(webui, sampler):
+    webui.write_pair()
+    message = refused(webui, webui.txt2img(sampler_name=sampler, steps=4), ui_args(), PlanError)
+    assert repr(sampler) in message
+    assert "Pick Euler" in message
+
+
+def test_the_builtin_refiner_is_turned_off_for_the_generation_and_the_infotext_says_so(webui):
+    webui.write_pair()
+    p = webui.txt2img(refiner_checkpoint="refiner.safetensors", refiner_switch_at=0.5)
+    result = refine(webui, p)
+    assert webui.sd_models.builtin_refiner_switches == []
+    assert p.refiner_checkpoint_info is None
+    assert "built-in refiner was turned off" in result.infotexts[0]
+
+
+def test_the_builtin_refiner_alone_is_left_alone(webui):
+    webui.write_pair()
+    p = webui.txt2img(refiner_checkpoint="refiner.safetensors", refiner_switch_at=0.5)
+    refine(webui, p, ui_args(enabled=False))
+    assert len(webui.sd_models.builtin_refiner_switches) == 1
