@@ -206,3 +206,17 @@ def test_any_positional_args_give_settings_or_a_settings_error(args: list) -> No
         assert str(error).startswith("SDXL Refiner: ")
     else:
         assert isinstance(settings, Settings)
+
+
+any_value = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=8),
+                      st.lists(st.integers(), max_size=2))
+
+
+@given(st.dictionaries(st.sampled_from([*FIELD_NAMES, "steps", "refiner"]), any_value, max_size=8))
+def test_any_named_args_give_settings_or_a_settings_error(values: dict) -> None:
+    try:
+        settings = from_named(values)
+    except SettingsError as error:
+        assert str(error).startswith("SDXL Refiner: ")
+    else:
+        assert from_named(dataclasses.asdict(settings)) == settings
