@@ -194,6 +194,9 @@ def switch_point(sampler: str | Callable[..., object], sigmas: torch.Tensor, bas
     DPM fast and DPM adaptive choose their own sigmas, so they switch at the first call whose
     sigma is at or below ``sigmas[base_steps]``: the sigma at which step ``base_steps`` would
     start in the ``n``-step schedule, which is as close to the step boundary as they allow.
+    Their calls spread evenly in log sigma between the schedule's first and last nonzero sigma,
+    so with a schedule dense at low sigma (Karras) and few steps, a small share can fall below
+    their last call: the refiner then never runs, which ``Handoff.switch_missed`` reports.
     """
     name = sampler_key(sampler)
     if name not in SUPPORTED_SAMPLERS:

@@ -189,3 +189,26 @@ def test_refiner_extra_args_replace_the_samplers_only_on_refiner_calls() -> None
 def test_a_slot_must_name_an_existing_attribute() -> None:
     with pytest.raises(AttributeError, match="diffusion_model"):
         UNetSlot(torch.nn.Module(), "diffusion_model")
+
+
+def test_a_switch_that_no_call_reaches_is_reported_as_missed() -> None:
+    handoff, error = run("dpm_fast", refiner_unet_with_base_widths(), base_steps=8, steps=10)
+    assert error is None and handoff is not None and handoff.switch_missed
+
+    def callback(info: dict) -> None:
+        if info["i"] == 1:
+            raise Interrupted
+
+    handoff, _ = run("euler", refiner_unet_with_base_widths(), base_steps=4, callback=callback)
+    assert handoff is not None and handoff.switch_missed
+    handoff, _ = run("euler", refiner_unet_with_base_widths(), base_steps=4)
+    assert handoff is not None and not handoff.switch_missed
+
+
+def test_a_refiner_load_that_fails_at_the_switch_leaves_the_base_in_place() -> None:
+    def load() -> torch.nn.Module:
+        raise OSError("refiner file truncated (raised by the test)")
+
+    handoff, error = run("dpmpp_2m", load, base_steps=3)
+    assert isinstance(error, OSError)
+    assert handoff is not None and handoff.switched_at_call is None
