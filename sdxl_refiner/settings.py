@@ -85,7 +85,7 @@ def _number(field: str, value: object, low: float, high: float, example: str) ->
     allowed = f"a number from {low:g} to {high:g}"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise _fail(field, value, allowed, f"Send a number such as {example}.")
-    number = float(value)
+    number = float(value) if isinstance(value, float) or abs(value) < 2**63 else math.inf
     if not math.isfinite(number) or not low <= number <= high:
         raise _fail(field, value, allowed, f"Use a value from {low:g} to {high:g}, such as {example}.")
     return number

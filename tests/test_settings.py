@@ -72,6 +72,9 @@ REFUSED = [
     ("below 0", [True, CKPT, -5],
      "SDXL Refiner: 'steps_percent' must be a number from 0 to 100; got -5 (int). "
      "Use a value from 0 to 100, such as 20."),
+    ("an integer too large for a float", [{"checkpoint": CKPT, "steps_percent": 10**400}],
+     f"SDXL Refiner: 'steps_percent' must be a number from 0 to 100; got {10**400!r} (int). "
+     "Use a value from 0 to 100, such as 20."),
     ("negative aesthetic score out of range", [True, CKPT, 20, 6, 11],
      "SDXL Refiner: 'negative_aesthetic_score' must be a number from 0 to 10; got 11 (int). "
      "Use a value from 0 to 10, such as 2.5."),
