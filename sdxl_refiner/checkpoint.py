@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import enum
 import json
+import math
 import os
 import pickle
 import struct
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,8 +31,8 @@ SCALAR_EMBED_DIM = 256
 SDXL_HEAD_CHANNELS = 64
 # Largest header the format allows (safetensors refuses more than 100 MB too).
 MAX_HEADER_BYTES = 100_000_000
-# Bytes of the file mapped at once while copying; bounds the extra resident memory of a load.
-READ_GROUP_BYTES = 64 * 2**20
+# Bytes read at once when converting dtypes; bounds the extra memory of a converting load.
+READ_CHUNK_BYTES = 64 * 2**20
 
 SDXL_REFINER_TEXT_KEY = "conditioner.embedders.0.model.ln_final.weight"
 SDXL_BASE_TEXT_KEY = "conditioner.embedders.1.model.ln_final.weight"
@@ -152,7 +153,11 @@ def _resolve_existing(path: str | os.PathLike) -> Path:
 def read_safetensors_header(path: str | os.PathLike) -> dict[str, TensorEntry]:
     """Parses the JSON header and checks it against the file's size, so that a truncated or
     corrupt file is refused with a clear message before any tensor is read."""
-    path = _resolve_existing(path)
+    return _read_header(_resolve_existing(path))[0]
+
+
+def _read_header(path: Path) -> tuple[dict[str, TensorEntry], int]:
+    """The tensors' entries (offsets relative to the data) and where the data begins in the file."""
     size = path.stat().st_size
     try:
         with path.open("rb") as file:
@@ -191,6 +196,13 @@ def read_safetensors_header(path: str | os.PathLike) -> dict[str, TensorEntry]:
             f"Refiner checkpoint {str(path)!r} has a corrupt safetensors header ({error}); "
             "the file is damaged or not a safetensors file: download it again."
         ) from error
+    for key, entry in entries.items():
+        element = _SAFETENSORS_DTYPES[entry.dtype].itemsize if entry.dtype in _SAFETENSORS_DTYPES else None
+        if element is not None and entry.end - entry.start != math.prod(entry.shape) * element:
+            raise CheckpointError(
+                f"Refiner checkpoint {str(path)!r} has a corrupt safetensors header: tensor {key!r} of shape "
+                f"{list(entry.shape)} ({entry.dtype}) spans {entry.end - entry.start} bytes; download it again."
+            )
     data_bytes = size - 8 - header_len
     needed = max((entry.end for entry in entries.values()), default=0)
     if needed > data_bytes:
@@ -198,7 +210,7 @@ def read_safetensors_header(path: str | os.PathLike) -> dict[str, TensorEntry]:
             f"Refiner checkpoint {str(path)!r} is truncated: its header lists {needed} bytes of tensor "
             f"data but the file holds {data_bytes}; the download or copy did not finish: download it again."
         )
-    return entries
+    return entries, 8 + header_len
 
 
 def _load_pickled_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -480,30 +492,75 @@ def classify_checkpoint(path: str | os.PathLike) -> CheckpointInfo:
 # Reading the UNet
 
 
-def _read_groups(entries: Mapping[str, TensorEntry]) -> Iterator[list[str]]:
-    """UNet keys in file order, in groups of about READ_GROUP_BYTES."""
-    group: list[str] = []
-    group_bytes = 0
-    for key in sorted(entries, key=lambda k: entries[k].start):
-        group.append(key)
-        group_bytes += entries[key].end - entries[key].start
-        if group_bytes >= READ_GROUP_BYTES:
-            yield group
-            group, group_bytes = [], 0
-    if group:
-        yield group
+def _contiguous_runs(entries: Mapping[str, TensorEntry]) -> list[list[tuple[str, TensorEntry]]]:
+    """UNet tensors in file order, split where the dtype changes or other tensors lie between,
+    so that each run is one sequential read into one buffer."""
+    runs: list[list[tuple[str, TensorEntry]]] = []
+    for key, entry in sorted(entries.items(), key=lambda item: item[1].start):
+        last = runs[-1][-1][1] if runs else None
+        if last is not None and last.end == entry.start and last.dtype == entry.dtype:
+            runs[-1].append((key, entry))
+        else:
+            runs.append([(key, entry)])
+    return runs
 
 
-def _empty_like_entry(entry: TensorEntry, dtype: torch.dtype, pin_memory: bool) -> torch.Tensor:
-    return torch.empty(entry.shape, dtype=dtype, pin_memory=pin_memory)
+def _open_for_reading(path: Path):
+    return path.open("rb", buffering=0)
+
+
+def _read_exactly(file, target: memoryview, path: Path) -> None:
+    done = 0
+    while done < len(target):
+        got = file.readinto(target[done : done + READ_CHUNK_BYTES])
+        if not got:
+            raise CheckpointError(
+                f"Refiner checkpoint {str(path)!r} ended while its UNet was being read; the file is truncated "
+                "or was replaced meanwhile: download it again."
+            )
+        done += got
+
+
+def _as_bytes(tensor: torch.Tensor) -> memoryview:
+    return memoryview(tensor.view(torch.uint8).numpy()).cast("B")
+
+
+def _read_run(
+    file,
+    path: Path,
+    data_start: int,
+    run: list[tuple[str, TensorEntry]],
+    dtype: torch.dtype | None,
+    pin_memory: bool,
+) -> dict[str, torch.Tensor]:
+    source_dtype = _SAFETENSORS_DTYPES[run[0][1].dtype]
+    target_dtype = dtype or source_dtype
+    elements = sum(math.prod(entry.shape) for _, entry in run)
+    flat = torch.empty(elements, dtype=target_dtype, pin_memory=pin_memory)
+    file.seek(data_start + run[0][1].start)
+    if target_dtype == source_dtype:
+        _read_exactly(file, _as_bytes(flat), path)
+    else:
+        chunk_elements = max(1, READ_CHUNK_BYTES // source_dtype.itemsize)
+        staging = torch.empty(min(elements, chunk_elements), dtype=source_dtype)
+        for first in range(0, elements, chunk_elements):
+            count = min(chunk_elements, elements - first)
+            _read_exactly(file, _as_bytes(staging[:count]), path)
+            flat[first : first + count].copy_(staging[:count])
+    tensors = {}
+    offset = 0
+    for key, entry in run:
+        count = math.prod(entry.shape)
+        tensors[key[len(UNET_PREFIX) :]] = flat[offset : offset + count].view(entry.shape)
+        offset += count
+    return tensors
 
 
 def _read_safetensors_unet(
     path: Path, dtype: torch.dtype | None, pin_memory: bool
 ) -> dict[str, torch.Tensor]:
-    entries = {
-        key: entry for key, entry in read_safetensors_header(path).items() if key.startswith(UNET_PREFIX)
-    }
+    header, data_start = _read_header(path)
+    entries = {key: entry for key, entry in header.items() if key.startswith(UNET_PREFIX)}
     if not entries:
         raise CheckpointError(
             f"Refiner checkpoint {str(path)!r} holds no UNet tensors ({UNET_PREFIX}*); "
@@ -515,29 +572,31 @@ def _read_safetensors_unet(
                 f"Refiner checkpoint {str(path)!r}: UNet tensor {key!r} has dtype {entry.dtype}; "
                 "UNet weights must be floating point. The file is damaged or not a checkpoint."
             )
+    _validate_with_safetensors(path)
     state: dict[str, torch.Tensor] = {}
     try:
-        # safe_open maps the whole file; reopening per group releases what was mapped, so the
-        # process holds only the converted copy plus one group of the file at a time.
-        for group in _read_groups(entries):
-            with safe_open(path, framework="pt", device="cpu") as file:
-                for key in group:
-                    source = file.get_tensor(key)
-                    target = _empty_like_entry(entries[key], dtype or source.dtype, pin_memory)
-                    target.copy_(source)
-                    del source
-                    state[key[len(UNET_PREFIX) :]] = target
-    except (OSError, RuntimeError, ValueError) as error:
+        with _open_for_reading(path) as file:
+            for run in _contiguous_runs(entries):
+                state.update(_read_run(file, path, data_start, run, dtype, pin_memory))
+    except OSError as error:
         raise CheckpointError(
-            f"Refiner checkpoint {str(path)!r} could not be read ({error}); the file is damaged: download it again."
+            f"Refiner checkpoint {str(path)!r} could not be read ({error}); check the disk and the file's "
+            "permissions, or download it again."
         ) from error
-    except Exception as error:
-        if type(error).__name__ == "SafetensorError":
-            raise CheckpointError(
-                f"Refiner checkpoint {str(path)!r} is not a valid safetensors file ({error}); download it again."
-            ) from error
-        raise
     return state
+
+
+def _validate_with_safetensors(path: Path) -> None:
+    """The reference parser's checks (overlaps, gaps, sizes) on top of ours, before any data is read."""
+    try:
+        with safe_open(path, framework="pt", device="cpu"):
+            pass
+    except Exception as error:
+        if type(error).__name__ != "SafetensorError" and not isinstance(error, (OSError, ValueError)):
+            raise
+        raise CheckpointError(
+            f"Refiner checkpoint {str(path)!r} is not a valid safetensors file ({error}); download it again."
+        ) from error
 
 
 def read_unet_state_dict(
@@ -545,7 +604,10 @@ def read_unet_state_dict(
 ) -> dict[str, torch.Tensor]:
     """The UNet's tensors (keys without ``model.diffusion_model.``), converted tensor by tensor.
 
-    Only UNet bytes are read from a safetensors file; no dict of the whole file is ever built.
+    From a safetensors file only the UNet's byte ranges are read, sequentially, straight into the
+    returned tensors (through a small staging buffer when the dtype changes); they are views of one
+    buffer per contiguous run of tensors. No dict of the whole file is built and no file mapping
+    stays behind, so resident memory grows by the UNet's size and no more.
     ``pin_memory`` allocates page-locked host memory (CUDA hosts) so later copies can overlap.
     """
     resolved = _resolve_existing(path)

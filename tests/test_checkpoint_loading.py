@@ -4,7 +4,6 @@ import os
 
 import pytest
 import torch
-from safetensors import safe_open
 
 import sdxl_refiner.checkpoint as checkpoint
 from sdxl_refiner.checkpoint import load_unet, read_unet_state_dict
@@ -56,31 +55,61 @@ def test_the_state_owns_its_memory_and_does_not_change_when_the_file_is_rewritte
     assert all(torch.equal(state[key], refiner_state[key]) for key in state)
 
 
-def test_only_unet_tensors_are_requested_from_the_file(refiner_path, monkeypatch):
-    requested = []
+class RangeRecorder:
+    """Wraps the file object the reader opens and records every byte range it reads."""
 
-    class RecordingOpen:
-        def __init__(self, *args, **kwargs):
-            self.inner = safe_open(*args, **kwargs)
+    def __init__(self, file, ranges):
+        self.file = file
+        self.ranges = ranges
 
-        def __enter__(self):
-            self.file = self.inner.__enter__()
-            return self
+    def __enter__(self):
+        return self
 
-        def __exit__(self, *exc):
-            return self.inner.__exit__(*exc)
+    def __exit__(self, *exc):
+        self.file.close()
 
-        def get_tensor(self, key):
-            requested.append(key)
-            return self.file.get_tensor(key)
+    def seek(self, offset, whence=os.SEEK_SET):
+        return self.file.seek(offset, whence)
 
-    monkeypatch.setattr(checkpoint, "safe_open", RecordingOpen)
-    state = read_unet_state_dict(refiner_path)
-    with safe_open(refiner_path, "pt") as file:
-        all_keys = set(file.keys())
-    assert any(not key.startswith(PREFIX) for key in all_keys)
-    assert sorted(requested) == sorted(key for key in all_keys if key.startswith(PREFIX))
-    assert len(state) == len(requested)
+    def readinto(self, buffer):
+        start = self.file.tell()
+        got = self.file.readinto(buffer)
+        self.ranges.append((start, start + got))
+        return got
+
+
+def test_only_the_byte_ranges_of_unet_tensors_are_read(tmp_path, refiner_state, monkeypatch):
+    path = write_checkpoint(
+        tmp_path / "big.safetensors", "refiner", unet_state=refiner_state, filler_bytes=2**20
+    )
+    ranges = []
+    opener = checkpoint._open_for_reading
+    monkeypatch.setattr(checkpoint, "_open_for_reading", lambda p: RangeRecorder(opener(p), ranges))
+    read_unet_state_dict(path, torch.float32)
+
+    with path.open("rb") as file:
+        data_start = 8 + int.from_bytes(file.read(8), "little")
+    header = checkpoint.read_safetensors_header(path)
+    unet = sorted(
+        (data_start + e.start, data_start + e.end) for k, e in header.items() if k.startswith(PREFIX)
+    )
+    assert any(not key.startswith(PREFIX) for key in header)
+
+    def inside_unet(start, end):
+        return any(a <= start and end <= b for a, b in merge(unet))
+
+    assert all(inside_unet(start, end) for start, end in ranges)
+    assert sum(end - start for start, end in ranges) == sum(end - start for start, end in unet)
+
+
+def merge(ranges):
+    merged = []
+    for start, end in ranges:
+        if merged and merged[-1][1] == start:
+            merged[-1] = (merged[-1][0], end)
+        else:
+            merged.append((start, end))
+    return merged
 
 
 def storage_read_bytes() -> int:
@@ -186,3 +215,29 @@ def test_other_suffixes_are_refused_for_reading(tmp_path):
     path.write_bytes(b"\0" * 64)
     with pytest.raises(CheckpointError, match=r"model\.bin.*'\.bin'.*\.safetensors"):
         read_unet_state_dict(path)
+
+
+@pytest.mark.parametrize("dtype", [None, torch.float32, torch.bfloat16])
+def test_tensors_of_mixed_dtypes_with_other_tensors_between_them_are_read_exactly(
+    tmp_path, refiner_state, dtype
+):
+    from safetensors.torch import save_file
+
+    mixed = {
+        key: value.to(torch.float32 if i % 3 == 0 else torch.bfloat16 if i % 3 == 1 else torch.float16)
+        for i, (key, value) in enumerate(sorted(refiner_state.items()))
+    }
+    tensors = {PREFIX + key: value for key, value in mixed.items()}
+    tensors.update({"first_stage_model.a": torch.ones(1000), "zz.b": torch.ones(10, dtype=torch.bfloat16)})
+    path = tmp_path / "mixed.safetensors"
+    save_file(tensors, str(path))
+    runs = checkpoint._contiguous_runs(
+        {k: e for k, e in checkpoint.read_safetensors_header(path).items() if k.startswith(PREFIX)}
+    )
+    assert len(runs) >= 3
+
+    state = read_unet_state_dict(path, dtype)
+    assert state.keys() == mixed.keys()
+    for key, value in state.items():
+        assert value.dtype == (dtype or mixed[key].dtype)
+        assert torch.equal(value, mixed[key].to(value.dtype))

@@ -209,3 +209,40 @@ def write_sparse_checkpoint(
         file.write(encoded)
         file.truncate(8 + len(encoded) + offset)
     return path
+
+
+def write_filled_checkpoint(
+    path: str | os.PathLike,
+    shapes: Mapping[str, Sequence[int]],
+    dtype: torch.dtype = torch.float16,
+    *,
+    block_bytes: int = 16 * 2**20,
+    seed: int = 0,
+) -> Path:
+    """Like ``write_sparse_checkpoint`` but every tensor byte is written (a repeated random block),
+    streamed so that files of many gigabytes need no more memory than one block."""
+    element = torch.empty((), dtype=dtype).element_size()
+    header: dict[str, object] = {"__metadata__": {"format": "pt"}}
+    offset = 0
+    for key in sorted(shapes):
+        nbytes = math.prod(shapes[key]) * element
+        header[key] = {
+            "dtype": _HEADER_DTYPES[dtype],
+            "shape": list(shapes[key]),
+            "data_offsets": [offset, offset + nbytes],
+        }
+        offset += nbytes
+    encoded = json.dumps(header, separators=(",", ":")).encode()
+    encoded += b" " * (-len(encoded) % 8)
+    generator = torch.Generator().manual_seed(seed)
+    block = (torch.rand(block_bytes // 2, generator=generator) * 2 - 1).to(torch.float16).numpy().tobytes()
+    path = Path(path)
+    with path.open("wb") as file:
+        file.write(struct.pack("<Q", len(encoded)))
+        file.write(encoded)
+        remaining = offset
+        while remaining:
+            chunk = min(remaining, len(block))
+            file.write(block[:chunk])
+            remaining -= chunk
+    return path
