@@ -198,3 +198,27 @@ def test_churn_raises_the_sigma_of_the_switch_call_but_not_the_step_it_switches_
     assert [call.unet for call in calls] == ["refiner" if call.step >= base_steps else "base" for call in calls]
     first_refiner_call = next(call for call in calls if call.unet == "refiner")
     assert first_refiner_call.sigma > float(sigmas[base_steps]) * 1.01
+
+
+@pytest.mark.parametrize("eta", [0.0, 3.0])
+@pytest.mark.parametrize("sampler", ["dpm_2_ancestral", "dpmpp_2s_ancestral"])
+def test_ancestral_second_order_samplers_switch_at_step_k_whatever_their_eta(sampler: str, eta: float) -> None:
+    steps, base_steps = 10, 6
+    sigmas = automatic_sigmas(steps)
+    log: list[tuple[str, object]] = []
+    base, refiner = NamedUNet(base_unet(), "base", log), NamedUNet(refiner_unet(), "refiner", log)
+    sd_model, cfg = build_stack(base)
+    extra_args = conds()
+    point = switch_point(sampler, sigmas, base_steps, eta=eta)
+    with unet_handoff(UNetSlot(sd_model.model, "diffusion_model"), refiner, point) as handoff:
+        model = traced(route_model(cfg, handoff, refiner_args(extra_args, spec_of(refiner.unet, "refiner"))), log)
+        torch.manual_seed(0)
+        x = torch.randn(1, 4, 8, 8) * sigmas[0]
+        getattr(sampling, f"sample_{sampler}")(model, x, sigmas, extra_args=extra_args, callback=step_logger(log),
+                                               disable=True, eta=eta)
+    calls = attribute_calls(log)
+    assert [call.unet for call in calls] == ["refiner" if call.step >= base_steps else "base" for call in calls]
+    per_step = Counter(call.step for call in calls)
+    assert [per_step[i] for i in range(steps)] == calls_per_step(sampler, sigmas, eta=eta)
+    if eta > 1:
+        assert 1 in calls_per_step(sampler, sigmas, eta=eta)[:-1]

@@ -7,11 +7,13 @@ import copy
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from k_diffusion.sampling import DPMSolver
 
 from sdxl_refiner.errors import PlanError
 from sdxl_refiner.handoff import Handoff, UNetSlot, route_model, unet_handoff
-from sdxl_refiner.schedule import NEVER, SwitchPoint, switch_point
+from sdxl_refiner.schedule import NEVER, SwitchPoint, switch_point, switch_point_from_calls
 from tests.support.denoisers import (
     base_conds,
     base_unet,
@@ -212,3 +214,13 @@ def test_a_refiner_load_that_fails_at_the_switch_leaves_the_base_in_place() -> N
     handoff, error = run("dpmpp_2m", load, base_steps=3)
     assert isinstance(error, OSError)
     assert handoff is not None and handoff.switched_at_call is None
+
+
+@given(calls=st.lists(st.integers(1, 3), min_size=1, max_size=30), data=st.data())
+def test_calls_go_to_the_refiner_exactly_from_the_first_call_of_step_k(calls: list[int], data: st.DataObject) -> None:
+    base_steps = data.draw(st.integers(0, len(calls)))
+    slot, _ = slot_and_base()
+    handoff = Handoff(slot, torch.nn.Linear(1, 1), switch_point_from_calls(calls, base_steps))
+    steps_of_calls = [step for step, count in enumerate(calls) for _ in range(count)]
+    decisions = [handoff.before_call(1.0) for _ in steps_of_calls]
+    assert decisions == [step >= base_steps for step in steps_of_calls]
