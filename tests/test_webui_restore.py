@@ -1,0 +1,117 @@
+"""However a pass ends, the base is back exactly as it was and the next generation is a clean one."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.standin.refiner_runs import CallTrace, cached_refiner, refine, ui_args
+
+
+def snapshot(webui):
+    unet = webui.shared.sd_model.model.diffusion_model
+    return {
+        "unet": unet,
+        "weights": {k: v.clone() for k, v in unet.state_dict().items()},
+        "device": next(unet.parameters()).device,
+        "hooks": {name: dict(module._forward_pre_hooks) for name, module in unet.named_modules()},
+        "model_hooks": dict(webui.shared.sd_model.model._forward_pre_hooks),
+    }
+
+
+def assert_restored(webui, before) -> None:
+    unet = webui.shared.sd_model.model.diffusion_model
+    assert unet is before["unet"]
+    assert next(unet.parameters()).device == before["device"]
+    state = unet.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in before["weights"].items())
+    assert {name: dict(module._forward_pre_hooks) for name, module in unet.named_modules()} == before["hooks"]
+    assert dict(webui.shared.sd_model.model._forward_pre_hooks) == before["model_hooks"]
+
+
+def stop_after_refiner_calls(webui, count: int, flag: str):
+    """A cfg_denoiser callback that sets state.<flag> once the refiner has served ``count`` calls."""
+    refiner_calls = CallTrace()
+    refiner_calls.attach(cached_refiner(webui), "refiner")
+
+    def maybe_stop(params):
+        if len(refiner_calls.calls) >= count:
+            setattr(webui.shared.state, flag, True)
+
+    webui.script_callbacks.on_cfg_denoiser(maybe_stop)
+    return refiner_calls
+
+
+@pytest.mark.parametrize("flag", ["interrupted", "skipped"])
+def test_interrupt_or_skip_after_the_switch_puts_the_base_back(webui, flag):
+    webui.write_pair()
+    clean = webui.run(webui.txt2img(seed=21)).samples[0]
+    before = snapshot(webui)
+    calls = stop_after_refiner_calls(webui, 1, flag)
+    refine(webui, webui.txt2img(steps=10, seed=21), ui_args(steps_percent=50))
+    assert len(calls.calls) == 2  # the flag is set in the second call; the WebUI stops at the third
+    assert_restored(webui, before)
+    webui.script_callbacks.clear_callbacks()
+    assert torch.equal(webui.run(webui.txt2img(seed=21)).samples[0], clean)
+
+
+def test_an_error_in_a_refiner_step_propagates_and_puts_the_base_back(webui):
+    webui.write_pair()
+    before = snapshot(webui)
+
+    def out_of_memory(module, args, kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory (test)")
+
+    handle = cached_refiner(webui).register_forward_pre_hook(out_of_memory, with_kwargs=True)
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        refine(webui, webui.txt2img(steps=6))
+    handle.remove()
+    assert_restored(webui, before)
+
+
+def test_a_failed_refiner_load_is_reported_at_the_switch_and_the_base_is_back(webui):
+    webui.write_pair()
+    before = snapshot(webui)
+    path = webui.checkpoint("refiner.safetensors").filename
+    p = webui.txt2img(steps=6)
+    script_args = ui_args()
+    from tests.standin.refiner_runs import load_script
+
+    script = load_script()
+    webui.attach(p, script, script_args)
+    original_process = script.process
+
+    def process_then_break_file(p, *args):
+        original_process(p, *args)
+        p.sdxl_refiner_run.pending.result()  # the load has finished; now damage what a reload would read
+        from sdxl_refiner.webui import loading
+        loading.resources().cache.unload()
+        p.sdxl_refiner_run.pending = loading.start_loading(str(path) + ".missing", p.sdxl_refiner_run.placement)
+
+    script.process = process_then_break_file
+    from sdxl_refiner.errors import CheckpointError
+
+    with pytest.raises(CheckpointError):
+        webui.run(p)
+    assert_restored(webui, before)
+
+
+def test_a_refined_generation_leaves_the_next_plain_one_identical_to_a_clean_run(webui):
+    webui.write_pair()
+    clean_txt = webui.run(webui.txt2img(seed=31)).samples[0]
+    clean_img = webui.run(webui.img2img(seed=31)).samples[0]
+    refine(webui, webui.txt2img(seed=31))
+    refine(webui, webui.img2img(seed=31))
+    assert torch.equal(webui.run(webui.txt2img(seed=31)).samples[0], clean_txt)
+    assert torch.equal(webui.run(webui.img2img(seed=31)).samples[0], clean_img)
+
+
+def test_loading_the_refiner_does_not_draw_from_the_global_rng(webui):
+    webui.write_pair()
+    from sdxl_refiner.webui import loading
+
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    loading.resources().cache.get(str(webui.checkpoint("refiner.safetensors").filename), loading.build_unet, torch.float32, "cpu")
+    assert torch.equal(torch.rand(3), expected)
