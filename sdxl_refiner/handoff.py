@@ -64,9 +64,16 @@ class Handoff:
         self.switched_at_call: int | None = None
         self._refiner = refiner
         self._on_switch = on_switch
+        self._closed = False
 
     def before_call(self, sigma: torch.Tensor | float) -> bool:
-        """Account for one model call at ``sigma``; True when it goes to the refiner."""
+        """Account for one model call at ``sigma``; True when it goes to the refiner.
+
+        After :meth:`restore` every call stays on the base: a routed model kept past its pass
+        must not swap the refiner back in.
+        """
+        if self._closed:
+            return False
         index = self.calls
         self.calls += 1
         if self.on_refiner:
@@ -89,7 +96,8 @@ class Handoff:
         return not self.point.never and self.switched_at_call is None
 
     def restore(self) -> None:
-        """Put the base back in its slot; safe to call more than once."""
+        """Put the base back in its slot and end the pass; safe to call more than once."""
+        self._closed = True
         if self.slot.get() is not self.base:
             self.slot.set(self.base)
         self.on_refiner = False

@@ -224,3 +224,12 @@ def test_calls_go_to_the_refiner_exactly_from_the_first_call_of_step_k(calls: li
     steps_of_calls = [step for step, count in enumerate(calls) for _ in range(count)]
     decisions = [handoff.before_call(1.0) for _ in steps_of_calls]
     assert decisions == [step >= base_steps for step in steps_of_calls]
+
+
+def test_a_routed_model_used_after_its_pass_keeps_the_base_in_place() -> None:
+    slot, base = slot_and_base()
+    with unet_handoff(slot, torch.nn.Linear(1, 1), SwitchPoint(1, None)) as handoff:
+        routed = route_model(lambda x, sigma: x, handoff)
+        routed(torch.zeros(1), torch.ones(1))
+    routed(torch.zeros(1), torch.ones(1))
+    assert slot.get() is base and handoff.switched_at_call is None and not handoff.on_refiner
