@@ -1,0 +1,79 @@
+"""--medvram, --medvram-sdxl and --lowvram: the WebUI's low-VRAM hooks see the refiner like their own UNet."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.standin.refiner_runs import CallTrace, cached_refiner, refine, ui_args
+
+
+def blocks(unet):
+    return [unet.time_embed, *unet.input_blocks, unet.middle_block, *unet.output_blocks]
+
+
+def load_with_flag(webui, flag: str):
+    setattr(webui.shared.cmd_opts, flag, True)
+    webui.write_pair()  # loads the base with the flag applied
+    return webui.shared.sd_model
+
+
+@pytest.mark.parametrize("flag", ["medvram", "medvram_sdxl", "lowvram"])
+def test_refined_run_under_low_vram_flags_switches_and_leaves_the_hooks_as_they_were(webui, flag):
+    model = load_with_flag(webui, flag)
+    assert model.lowvram
+    base = model.model.diffusion_model
+    base_hooks = [dict(block._forward_pre_hooks) for block in blocks(base)]
+    model_hooks = dict(model.model._forward_pre_hooks)
+    refiner = cached_refiner(webui)
+    trace = CallTrace()
+    trace.attach(refiner, "refiner")
+    refine(webui, webui.txt2img(steps=4), ui_args(steps_percent=50))
+    assert len(trace.calls) == 2
+    assert model.model.diffusion_model is base
+    assert [dict(block._forward_pre_hooks) for block in blocks(base)] == base_hooks
+    assert dict(model.model._forward_pre_hooks) == model_hooks
+    assert all(not block._forward_pre_hooks for block in blocks(refiner))
+    tracked = webui.lowvram.module_in_gpu
+    assert tracked is None or not any(tracked is module for module in refiner.modules())
+
+
+def test_lowvram_moves_refiner_blocks_through_the_webuis_own_hook(webui):
+    model = load_with_flag(webui, "lowvram")
+    refiner = cached_refiner(webui)
+    seen: list[torch.nn.Module] = []
+
+    def record(params):
+        if params.denoiser.p.sdxl_refiner_run.active and params.denoiser.p.sdxl_refiner_run.active.handoff.on_refiner:
+            seen.append(webui.lowvram.module_in_gpu)
+
+    webui.script_callbacks.on_cfg_denoiser(record)
+    refine(webui, webui.txt2img(steps=4), ui_args(steps_percent=50))
+    refiner_blocks = blocks(refiner)
+    # by the refiner's second call, the WebUI's hook has been moving refiner blocks in
+    assert any(any(module is block for block in refiner_blocks) for module in seen[1:])
+    assert model.model.diffusion_model is not refiner
+
+
+def test_medvram_sends_the_base_out_before_the_refiner_comes_in(webui):
+    model = load_with_flag(webui, "medvram")
+    sent: list[object] = []
+    original = webui.lowvram.send_everything_to_cpu
+
+    def recording():
+        sent.append(webui.lowvram.module_in_gpu)
+        original()
+
+    webui.lowvram.send_everything_to_cpu = recording
+    refine(webui, webui.txt2img(steps=4), ui_args(steps_percent=50))
+    assert sent and sent[0] is model.model
+    assert len(sent) >= 2
+
+
+@pytest.mark.parametrize("flag", ["medvram", "lowvram"])
+def test_base_weights_refiner_under_low_vram_gives_the_base_only_image(webui, flag):
+    load_with_flag(webui, flag)
+    webui.write_checkpoint("copy.safetensors", engine=webui.shared.sd_model)
+    base_only = webui.run(webui.txt2img(seed=41)).samples[0]
+    refined = refine(webui, webui.txt2img(seed=41), ui_args(checkpoint="copy.safetensors", steps_percent=50)).samples[0]
+    assert torch.equal(base_only, refined)
