@@ -62,6 +62,7 @@ def sample_with_handoff(sampler, base, refiner, spec, sigmas, base_steps, extra_
             model = traced(model, log)
         out = run_sampler(sampler, model, sigmas, extra_args, seed, callback=callback, shape=shape)
     assert slot.get() is base
+    assert not handoff.switch_missed
     return out
 
 
@@ -222,3 +223,14 @@ def test_ancestral_second_order_samplers_switch_at_step_k_whatever_their_eta(sam
     assert [per_step[i] for i in range(steps)] == calls_per_step(sampler, sigmas, eta=eta)
     if eta > 1:
         assert 1 in calls_per_step(sampler, sigmas, eta=eta)[:-1]
+
+
+@pytest.mark.parametrize("sampler", ["dpm_fast", "dpm_adaptive"])
+def test_samplers_without_a_step_list_are_one_loop_too(sampler: str) -> None:
+    base = base_unet()
+    twin = copy.deepcopy(base)
+    sigmas = automatic_sigmas(10)
+    expected = sample(sampler, base, sigmas, conds(), 0)
+    for base_steps in (0, 3, 6):
+        out = sample_with_handoff(sampler, base, twin, spec_of(twin, "base"), sigmas, base_steps, conds(), 0)
+        assert torch.equal(out, expected), f"base steps {base_steps}"
