@@ -1,0 +1,115 @@
+"""Against a running WebUI 1.10.1 (``WEBUI_URL``); skipped without one. See tests/live/README.md."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import pytest
+
+from tests.live.webui_api import (
+    BASE_COPY,
+    REFINER,
+    REFINER_OWN_TEXT,
+    ApiError,
+    WebUIApi,
+    infotext,
+    ours,
+    pixels,
+    small_png,
+)
+
+pytestmark = pytest.mark.live
+
+
+@pytest.fixture(scope="module")
+def api() -> WebUIApi:
+    url = os.environ.get("WEBUI_URL")
+    if not url:
+        pytest.skip("WEBUI_URL is not set: no running WebUI to test against")
+    client = WebUIApi(url)
+    titles = [model["title"] for model in client.call("/sdapi/v1/sd-models")]
+    for name in (BASE_COPY, REFINER):
+        if not any(name in title for title in titles):
+            pytest.skip(f"checkpoint {name} is not in the WebUI (run tests/live/make_tiny_checkpoints.py)")
+    return client
+
+
+def test_refiner_off_and_zero_percent_give_the_same_pixels_and_infotext(api):
+    off = api.txt2img()
+    zero = api.txt2img(refiner=ours(steps_percent=0))
+    assert pixels(off) == pixels(zero)
+    assert infotext(off) == infotext(zero)
+
+
+@pytest.mark.parametrize("sampler", ["Euler", "Euler a", "DPM++ 2M SDE", "Heun", "DPM++ SDE", "DPM++ 2M"])
+def test_a_copy_of_the_base_as_refiner_gives_the_base_only_pixels(api, sampler):
+    off = api.txt2img(sampler_name=sampler)
+    refined = api.txt2img(sampler_name=sampler, refiner=ours(BASE_COPY, 50))
+    assert pixels(off) == pixels(refined)
+    assert "SDXL Refiner" in infotext(refined)
+
+
+def test_the_refiner_changes_the_image_and_says_so_in_the_infotext(api):
+    off = api.txt2img()
+    refined = api.txt2img(refiner=ours(REFINER, 25))
+    assert pixels(off) != pixels(refined)
+    assert "SDXL Refiner split: base 6 / refiner 2" in infotext(refined)
+
+
+def test_positional_and_named_args_give_the_same_image(api):
+    named = api.txt2img(refiner=ours(REFINER, 25))
+    positional = api.txt2img(refiner=[True, REFINER, 25, 6.0, 2.5, 0, "default"])
+    assert pixels(named) == pixels(positional)
+
+
+def test_img2img_runs_the_refiner_on_the_steps_it_runs(api):
+    response = api.img2img(init_images=[small_png()], denoising_strength=0.5, refiner=ours(REFINER, 50))
+    assert len(response["images"]) == 1
+    assert "SDXL Refiner split: base 2 / refiner 3" in infotext(response)
+
+
+def test_hires_fix_runs_with_the_refiner_on_both_passes(api):
+    response = api.txt2img(enable_hr=True, hr_scale=2, hr_upscaler="Latent", hr_second_pass_steps=4,
+                           denoising_strength=0.5, refiner=ours(REFINER, 50, hires_pass="both"))
+    assert len(response["images"]) == 1
+    assert "SDXL Refiner" in infotext(response)
+
+
+def test_a_refiner_with_its_own_text_encoder_is_refused_with_a_message(api):
+    with pytest.raises(ApiError) as caught:
+        api.txt2img(refiner=ours(REFINER_OWN_TEXT, 20))
+    assert "text encoder" in caught.value.body
+
+
+def test_a_name_outside_the_checkpoint_list_is_refused(api):
+    with pytest.raises(ApiError) as caught:
+        api.txt2img(refiner=ours("/etc/passwd", 20))
+    assert "not in the WebUI's checkpoint list" in caught.value.body
+
+
+def test_interrupt_mid_generation_then_a_clean_generation_equals_an_earlier_one(api):
+    earlier = api.txt2img(refiner=ours(REFINER, 30))
+    long_request = {"steps": 150, "width": 256, "height": 256, "refiner": ours(REFINER, 50)}
+    finished: dict[str, object] = {}
+
+    def generate():
+        try:
+            finished["response"] = api.txt2img(**long_request)
+        except Exception as error:  # the request itself must still succeed; recorded for the assert
+            finished["error"] = error
+
+    worker = threading.Thread(target=generate)
+    worker.start()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        progress = api.call("/sdapi/v1/progress?skip_current_image=true")
+        if progress.get("state", {}).get("sampling_step", 0) >= 80:
+            break
+        time.sleep(0.05)
+    api.call("/sdapi/v1/interrupt", {})
+    worker.join(timeout=300)
+    assert "error" not in finished, finished.get("error")
+    assert pixels(api.txt2img(refiner=ours(REFINER, 30))) == pixels(earlier)
+    assert pixels(api.txt2img()) == pixels(api.txt2img())

@@ -1,0 +1,89 @@
+"""A small client of the WebUI's HTTP API for the live tests and the benchmark (stdlib + Pillow)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import urllib.error
+import urllib.request
+
+BASE = os.environ.get("SDXL_REFINER_LIVE_BASE", "tiny-sdxl-base.safetensors")
+BASE_COPY = os.environ.get("SDXL_REFINER_LIVE_BASE_COPY", "tiny-sdxl-base-copy.safetensors")
+REFINER = os.environ.get("SDXL_REFINER_LIVE_REFINER", "tiny-sdxl-refiner.safetensors")
+REFINER_OWN_TEXT = os.environ.get("SDXL_REFINER_LIVE_REFINER_OWN_TEXT", "tiny-sdxl-refiner-own-text.safetensors")
+SCRIPT_KEY = "sdxl refiner"
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, body: str):
+        super().__init__(f"HTTP {status}: {body[:2000]}")
+        self.status = status
+        self.body = body
+
+
+class WebUIApi:
+    def __init__(self, url: str, timeout: float = 600.0):
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+
+    def call(self, path: str, payload: dict | None = None, method: str | None = None) -> dict:
+        data = None if payload is None else json.dumps(payload).encode()
+        request = urllib.request.Request(
+            self.url + path, data=data, method=method or ("POST" if data is not None else "GET"),
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                body = response.read().decode()
+        except urllib.error.HTTPError as error:
+            raise ApiError(error.code, error.read().decode(errors="replace")) from error
+        return json.loads(body) if body else {}
+
+    def txt2img(self, **fields) -> dict:
+        return self.call("/sdapi/v1/txt2img", request(**fields))
+
+    def img2img(self, **fields) -> dict:
+        return self.call("/sdapi/v1/img2img", request(**fields))
+
+
+def request(*, refiner: dict | list | None = None, **fields) -> dict:
+    """A small deterministic generation on the base checkpoint; ``refiner`` is our script's args."""
+    payload = {
+        "prompt": "a red fox in the snow", "negative_prompt": "blurry", "steps": 8, "width": 64,
+        "height": 64, "seed": 1234, "sampler_name": "Euler", "scheduler": "Automatic", "cfg_scale": 5.0,
+        "batch_size": 1, "n_iter": 1, "send_images": True, "save_images": False,
+        "override_settings": {"sd_model_checkpoint": BASE}, "override_settings_restore_afterwards": True,
+    }
+    payload.update(fields)
+    if refiner is not None:
+        args = refiner if isinstance(refiner, list) else [refiner]
+        payload.setdefault("alwayson_scripts", {})[SCRIPT_KEY] = {"args": args}
+    return payload
+
+
+def ours(checkpoint: str = REFINER, steps_percent: float = 20.0, **named) -> dict:
+    return {"enabled": True, "checkpoint": checkpoint, "steps_percent": steps_percent, **named}
+
+
+def pixels(response: dict) -> list[bytes]:
+    """Decoded RGB pixels of every image: PNG bytes also carry the infotext, pixels do not."""
+    from PIL import Image
+
+    return [Image.open(io.BytesIO(base64.b64decode(image.split(",", 1)[-1]))).convert("RGB").tobytes()
+            for image in response["images"]]
+
+
+def infotext(response: dict) -> str:
+    return json.loads(response["info"])["infotexts"][0]
+
+
+def small_png(width: int = 64, height: int = 64) -> str:
+    from PIL import Image
+
+    image = Image.new("RGB", (width, height))
+    image.putdata([((x * 4) % 256, (y * 4) % 256, 128) for y in range(height) for x in range(width)])
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
