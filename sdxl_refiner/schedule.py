@@ -8,6 +8,7 @@ placed by counting calls the way each k-diffusion sampler makes them, never by s
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -34,7 +35,7 @@ def refiner_step_count(steps: int, percent: float) -> int:
     least one step, otherwise a small share of few steps would silently do nothing.
     """
     _check_steps(steps)
-    if isinstance(percent, bool) or not isinstance(percent, (int, float)) or not 0 <= percent <= 100:
+    if isinstance(percent, bool) or not isinstance(percent, numbers.Real) or not 0 <= percent <= 100:
         raise SettingsError(
             f"Refiner steps %: {percent!r} is not a number from 0 to 100. "
             "Give the share of the sampling steps the refiner runs, e.g. 20."
@@ -76,6 +77,7 @@ def plan_switch(settings: Settings, steps: int) -> SwitchPlan:
     steps, against 3 refiner steps from 10 %).
     """
     _check_steps(steps)
+    steps = int(steps)
     if not settings.enabled:
         return SwitchPlan(steps, steps)
     notes: list[str] = []
@@ -102,12 +104,12 @@ def plan_switch(settings: Settings, steps: int) -> SwitchPlan:
 
 
 def _check_steps(steps: int) -> None:
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
         raise SettingsError(f"steps: {steps!r} is not a whole number of at least 1. Run at least one sampling step.")
 
 
 def _start_percentage(value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 100:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value <= 100:
         raise SettingsError(
             f"start_step_percentage: {value!r} is not a number from 0 to 100. "
             "Give the share of the steps the base runs before the refiner starts, e.g. 80."
@@ -116,7 +118,7 @@ def _start_percentage(value: float) -> float:
 
 
 def _base_steps_from_start_step(start_step: int, steps: int, notes: list[str]) -> int:
-    if isinstance(start_step, bool) or not isinstance(start_step, int) or start_step < 0:
+    if isinstance(start_step, bool) or not isinstance(start_step, numbers.Integral) or start_step < 0:
         raise SettingsError(
             f"start_step: {start_step!r} is not a whole number of at least 0. "
             "Give the number of steps the base runs before the refiner takes over."
@@ -127,7 +129,7 @@ def _base_steps_from_start_step(start_step: int, steps: int, notes: list[str]) -
             f"the refiner runs the last step only (start_step {steps - 1})."
         )
         return steps - 1
-    return start_step
+    return int(start_step)
 
 
 @dataclass(frozen=True)
