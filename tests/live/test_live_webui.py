@@ -103,12 +103,14 @@ def test_interrupt_mid_generation_then_a_clean_generation_equals_an_earlier_one(
     worker = threading.Thread(target=generate)
     worker.start()
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        progress = api.call("/sdapi/v1/progress?skip_current_image=true")
-        if progress.get("state", {}).get("sampling_step", 0) >= 80:
+    reached = 0
+    while time.monotonic() < deadline and worker.is_alive():
+        reached = api.call("/sdapi/v1/progress?skip_current_image=true").get("state", {}).get("sampling_step", 0)
+        if reached >= 80:
             break
         time.sleep(0.05)
     api.call("/sdapi/v1/interrupt", {})
+    assert reached >= 80, "the interrupt did not come after the switch (step 75 of 150): make the request longer"
     worker.join(timeout=300)
     assert "error" not in finished, finished.get("error")
     assert pixels(api.txt2img(refiner=ours(REFINER, 30))) == pixels(earlier)
