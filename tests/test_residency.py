@@ -327,3 +327,35 @@ def test_an_unexpected_load_failure_reaches_the_caller_as_a_checkpoint_error(ref
         cache.get(refiners[0], build_sgm, torch.float16)
     assert cache.cached() == []
     cache.shutdown()
+
+
+def test_a_failed_load_leaves_the_other_kept_refiners_in_place(tmp_path, refiners):
+    broken = write_checkpoint(tmp_path / "broken.safetensors", "refiner")
+    os.truncate(broken, broken.stat().st_size - 100)
+    cache = RefinerCache(2)
+    kept = cache.get(refiners[0], build_sgm, torch.float16)
+    with pytest.raises(CheckpointError):
+        cache.get(broken, build_sgm, torch.float16)
+    assert [identity.path for identity in cache.cached()] == [refiners[0].resolve()]
+    assert cache.get(refiners[0], build_sgm, torch.float16) is kept
+
+
+def test_the_main_thread_builds_on_its_own_device_while_a_background_build_is_on_meta(refiners):
+    inside_build = threading.Event()
+    release = threading.Event()
+
+    def slow_build(config):
+        inside_build.set()
+        assert release.wait(30)
+        return build_sgm(config)
+
+    cache = RefinerCache()
+    pending = cache.start_loading(refiners[0], slow_build, torch.float16)
+    assert inside_build.wait(30)
+    try:
+        assert torch.empty(1).device.type == "cpu"
+        assert torch.nn.Linear(2, 2).weight.device.type == "cpu"
+    finally:
+        release.set()
+    assert next(pending.result(timeout=30).parameters()).device.type == "cpu"
+    cache.shutdown()
