@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sdxl_refiner.conditioning import RefinerCondSpec, refiner_conditioning
 from sdxl_refiner.handoff import UNetSlot, route_model, unet_handoff
-from sdxl_refiner.schedule import plan_switch, switch_point
+from sdxl_refiner.schedule import SwitchPoint, calls_per_step, plan_switch, switch_point
 from sdxl_refiner.settings import Settings
 from tests.support.denoisers import WIDTHS, base_conds, build_stack, run_sampler, schedule_sigmas
 from tests.support.tiny_unet import make_tiny_unet
@@ -108,6 +108,34 @@ def main() -> None:
                   f"{statistics.median(wall_ratios):.4f}, cpu {statistics.median(cpu_ratios):.4f}")
     print(f"{'all':>16}: median ratio wall {statistics.median(all_wall):.4f}, "
           f"cpu {statistics.median(all_cpu):.4f} (target <= 1.01)")
+    per_call = routing_cost_per_call()
+    model_call = statistics.median(base_times) / sum(calls_per_step(SAMPLERS[-1], sigmas))
+    print(f"routing alone: {per_call * 1e6:.2f} us per model call, {per_call / model_call:.3%} of one "
+          f"{model_call * 1e3:.1f} ms model call of {SAMPLERS[-1]}")
+
+
+def routing_cost_per_call(calls: int = 200_000) -> float:
+    """What the wrapper and the handoff's bookkeeping add to one model call, with a no-op model."""
+    holder = torch.nn.Module()
+    holder.unet = torch.nn.Identity()
+    x, sigma = torch.zeros(1), torch.ones(1)
+
+    def model(x: torch.Tensor, sigma: torch.Tensor, **extra_args: object) -> torch.Tensor:
+        return x
+
+    times = []
+    for _ in range(5):
+        with unet_handoff(UNetSlot(holder, "unet"), torch.nn.Identity(), SwitchPoint(calls // 2, None)) as handoff:
+            routed = route_model(model, handoff, {"cond": None})
+            start = time.perf_counter()
+            for _ in range(calls):
+                routed(x, sigma, cond=1)
+            routed_time = time.perf_counter() - start
+        start = time.perf_counter()
+        for _ in range(calls):
+            model(x, sigma, cond=1)
+        times.append((routed_time - (time.perf_counter() - start)) / calls)
+    return statistics.median(times)
 
 if __name__ == "__main__":
     main()
