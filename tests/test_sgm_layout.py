@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.support.checkpoints import small_unet_params
+from tests.support.checkpoints import random_unet_state, small_unet_params
 from tests.support.sgm_unet import SgmUNet, timestep_embedding
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
@@ -116,3 +116,38 @@ def test_unet_refuses_y_when_it_has_no_label_embedding():
     unet = SgmUNet(**small_unet_params("sd2"))
     with pytest.raises(ValueError, match="class-conditional"):
         unet(torch.zeros(1, 4, 8, 8), torch.zeros(1), context=torch.zeros(1, 2, 1024), y=torch.zeros(1, 4))
+
+
+@pytest.mark.parametrize("kind", ["refiner", "base", "sd2"])
+def test_same_layout_and_output_as_generative_models_unet_when_sgm_is_importable(kind):
+    """Runs where generative-models is on the path (a WebUI's repositories/generative-models at
+    45c443b, with einops and omegaconf); skipped elsewhere."""
+    openaimodel = pytest.importorskip("sgm.modules.diffusionmodules.openaimodel")
+    params = small_unet_params(kind)
+    state = random_unet_state(params, seed=1, scale=0.1)
+    theirs = openaimodel.UNetModel(**params).eval()
+    ours = SgmUNet(**params).eval()
+    theirs.load_state_dict(state)
+    ours.load_state_dict(state)
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 4, 16, 16, generator=generator)
+    context = torch.randn(2, 7, params["context_dim"], generator=generator)
+    y = (
+        torch.randn(2, params["adm_in_channels"], generator=generator)
+        if "adm_in_channels" in params
+        else None
+    )
+    t = torch.tensor([3.0, 801.0])
+    with torch.no_grad():
+        torch.testing.assert_close(
+            ours(x, t, context=context, y=y), theirs(x, timesteps=t, context=context, y=y)
+        )
+    for name, released in RELEASED.items():
+        with torch.device("meta"):
+            layout = {
+                key: list(value.shape)
+                for key, value in openaimodel.UNetModel(**released).state_dict().items()
+            }
+        assert {f"model.diffusion_model.{key}": shape for key, shape in layout.items()} == fixture_table(
+            f"unet_sdxl_{name}"
+        )
