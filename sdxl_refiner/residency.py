@@ -294,18 +294,30 @@ class RefinerCache:
         *,
         loader: Callable[..., torch.nn.Module] = load_unet,
     ):
-        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 0:
-            raise SettingsError(
-                f"Refiner cache size {capacity!r} is not allowed; use a whole number of models, 0 or more "
-                "(1 keeps the last refiner)."
-            )
-        self.capacity = capacity
         self._loader = loader
         self._entries: OrderedDict[Path, tuple[_Request, torch.nn.Module]] = OrderedDict()
         self._pending: dict[_Request, Future] = {}
         self._lock = threading.Lock()
         self._epoch = 0
         self._executor: ThreadPoolExecutor | None = None
+        self.capacity = capacity
+
+    @property
+    def capacity(self) -> int:
+        return self._capacity
+
+    @capacity.setter
+    def capacity(self, capacity: int) -> None:
+        """A smaller capacity (the setting changed) drops the least recently used at once."""
+        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 0:
+            raise SettingsError(
+                f"Refiner cache size {capacity!r} is not allowed; use a whole number of models, 0 or more "
+                "(1 keeps the last refiner)."
+            )
+        with self._lock:
+            self._capacity = capacity
+            while len(self._entries) > capacity:
+                self._entries.popitem(last=False)
 
     def get(
         self,

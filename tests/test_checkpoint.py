@@ -316,3 +316,14 @@ def test_a_ckpt_is_classified_and_read_like_its_safetensors_twin(tmp_path):
     from_safetensors = read_unet_state_dict(safetensors_path, torch.float32)
     assert from_ckpt.keys() == from_safetensors.keys()
     assert all(torch.equal(from_ckpt[key], from_safetensors[key]) for key in from_ckpt)
+
+
+def test_a_legacy_format_torch_checkpoint_is_read_weights_only(tmp_path):
+    state = {
+        PREFIX + "input_blocks.0.0.weight": torch.ones(8, 4, 3, 3),
+        "cond_stage_model.transformer.x": torch.ones(1),
+    }
+    path = tmp_path / "old.ckpt"
+    torch.save({"state_dict": state}, path, _use_new_zipfile_serialization=False)
+    assert classify_checkpoint(path).kind is CheckpointKind.SD1
+    assert torch.equal(read_unet_state_dict(path)["input_blocks.0.0.weight"], torch.ones(8, 4, 3, 3))

@@ -359,3 +359,14 @@ def test_the_main_thread_builds_on_its_own_device_while_a_background_build_is_on
         release.set()
     assert next(pending.result(timeout=30).parameters()).device.type == "cpu"
     cache.shutdown()
+
+
+def test_lowering_the_capacity_drops_the_least_recently_used_at_once(refiners):
+    cache = RefinerCache(3)
+    for path in [refiners[0], refiners[1], refiners[2], refiners[0]]:
+        cache.get(path, build_sgm, torch.float16)
+    cache.capacity = 1
+    assert [identity.path.name for identity in cache.cached()] == ["refiner0.safetensors"]
+    with pytest.raises(SettingsError):
+        cache.capacity = -2
+    assert cache.capacity == 1
