@@ -1,0 +1,70 @@
+"""Wall time of generations through a running WebUI (WEBUI_URL): ours vs base-only vs the built-in refiner.
+
+Requests of the same seed and steps alternate between the modes, round by round, so drift of
+the machine hits every mode alike. The built-in refiner is set to switch by sampling steps at
+the same split as ours. Prints medians and the ratios; run with the WebUI idle otherwise.
+
+    WEBUI_URL=http://127.0.0.1:7860 python benchmarks/bench_webui.py --rounds 7 --steps 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.live.webui_api import BASE, REFINER, WebUIApi, ours
+
+
+def modes(percent: float) -> dict[str, dict]:
+    switch_at = 1 - percent / 100
+    return {
+        "base only": {},
+        "SDXL Refiner (ours)": {"refiner": ours(REFINER, percent)},
+        "built-in refiner": {
+            "refiner_checkpoint": REFINER,
+            "refiner_switch_at": switch_at,
+            "override_settings": {"sd_model_checkpoint": BASE, "refiner_switch_by_sample_steps": True},
+        },
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--percent", type=float, default=20.0)
+    parser.add_argument("--sampler", default="Euler")
+    args = parser.parse_args()
+    url = os.environ.get("WEBUI_URL")
+    if not url:
+        sys.exit("Set WEBUI_URL to a running WebUI (see tests/live/README.md).")
+    api = WebUIApi(url)
+    common = {"steps": args.steps, "width": args.size, "height": args.size, "sampler_name": args.sampler}
+    runs = modes(args.percent)
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for round_index in range(args.rounds + 1):
+        for name, fields in runs.items():
+            started = time.perf_counter()
+            api.txt2img(**{**common, **fields})
+            if round_index:  # round 0 warms every mode up (model loads, caches)
+                times[name].append(time.perf_counter() - started)
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    result = {
+        "settings": vars(args),
+        "median_seconds": medians,
+        "ours_over_base_only": medians["SDXL Refiner (ours)"] / medians["base only"],
+        "ours_over_builtin": medians["SDXL Refiner (ours)"] / medians["built-in refiner"],
+    }
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
