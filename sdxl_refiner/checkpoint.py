@@ -34,6 +34,10 @@ MAX_HEADER_BYTES = 100_000_000
 # Bytes read at once when converting dtypes; bounds the extra memory of a converting load.
 READ_CHUNK_BYTES = 64 * 2**20
 
+# SDXL's VAE latent; an inpainting UNet takes latent + mask + masked-image latent.
+LATENT_CHANNELS = 4
+INPAINT_IN_CHANNELS = 9
+
 SDXL_REFINER_TEXT_KEY = "conditioner.embedders.0.model.ln_final.weight"
 SDXL_BASE_TEXT_KEY = "conditioner.embedders.1.model.ln_final.weight"
 SD1_TEXT_PREFIX = "cond_stage_model.transformer."
@@ -465,13 +469,20 @@ def classify_shapes(path: Path, shapes: Mapping[str, Sequence[int]]) -> Checkpoi
                 "SDXL base; choose an SDXL refiner or base-type checkpoint",
                 None,
             )
-    if in_channels != 4 or config.out_channels != 4:
+    if in_channels == INPAINT_IN_CHANNELS:
         reason = (
             f"{path.name} is an SDXL inpainting checkpoint: its UNet takes {in_channels} input channels "
-            "(latent, mask and masked image), not the 4 of the latent being refined; "
+            f"(latent, mask and masked image), not the {LATENT_CHANNELS} of the latent being refined; "
             "choose an SDXL refiner or base-type checkpoint"
         )
         return CheckpointInfo(path, CheckpointKind.SDXL_INPAINT, reason, None)
+    if in_channels != LATENT_CHANNELS or config.out_channels != LATENT_CHANNELS:
+        reason = (
+            f"{path.name} has an SDXL-type UNet with {in_channels} input and {config.out_channels} output "
+            f"channels, not the {LATENT_CHANNELS} of an SDXL latent (an instruct or other variant); "
+            "choose an SDXL refiner or base-type checkpoint"
+        )
+        return CheckpointInfo(path, CheckpointKind.OTHER, reason, None)
     return CheckpointInfo(path, kind, None, config)
 
 

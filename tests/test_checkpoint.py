@@ -327,3 +327,12 @@ def test_a_legacy_format_torch_checkpoint_is_read_weights_only(tmp_path):
     torch.save({"state_dict": state}, path, _use_new_zipfile_serialization=False)
     assert classify_checkpoint(path).kind is CheckpointKind.SD1
     assert torch.equal(read_unet_state_dict(path)["input_blocks.0.0.weight"], torch.ones(8, 4, 3, 3))
+
+
+def test_an_sdxl_unet_for_another_latent_width_is_other_and_says_why(tmp_path):
+    table = fixture_table("checkpoint_sdxl_base")
+    key = PREFIX + "input_blocks.0.0.weight"
+    path = write_sparse_checkpoint(tmp_path / "pix2pix.safetensors", with_key(table, key, [320, 8, 3, 3]))
+    info = classify_checkpoint(path)
+    assert info.kind is CheckpointKind.OTHER
+    assert "8 input" in info.reason and "pix2pix.safetensors" in info.reason
