@@ -8,6 +8,7 @@ that tests replace.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import os
 import threading
@@ -255,6 +256,10 @@ class PendingRefiner:
     def done(self) -> bool:
         return self._future.done()
 
+    def add_done_callback(self, callback: Callable[[], object]) -> None:
+        """Runs ``callback`` when the load ends (at once if it has): in the loading thread otherwise."""
+        self._future.add_done_callback(lambda _: callback())
+
     def result(self, timeout: float | None = None) -> torch.nn.Module:
         try:
             return self._future.result(timeout)
@@ -267,6 +272,59 @@ class PendingRefiner:
                 f"Loading the refiner {str(self._path)!r} failed: {type(error).__name__}: {error}. "
                 "Free memory (or choose the offload residency) and try again."
             ) from error
+
+
+class OffloadedRefiner:
+    """One pass's offloaded refiner: the copy to the GPU is queued on a side stream as soon as
+    sampling starts (or, if the load is still running, the moment it finishes), so the switch waits
+    only for what is left of it; the cached RAM copy is never moved, only pointed away from and back.
+
+    ``start`` when sampling starts, ``at_switch`` from the router, ``release`` when the pass ends
+    (on every exit). A load error surfaces from ``at_switch`` as CheckpointError.
+    """
+
+    def __init__(self, pending: PendingRefiner, device: str | torch.device, ops: StreamOps | None = None):
+        self._pending = pending
+        self._device = torch.device(device)
+        self._ops = ops
+        self._lock = threading.Lock()
+        self._copy: DeviceCopy | None = None
+        self._swap: contextlib.ExitStack | None = None
+        self._released = False
+
+    def start(self) -> None:
+        self._pending.add_done_callback(self._queue_copy)
+
+    def _queue_copy(self) -> DeviceCopy | None:
+        with self._lock:
+            if self._released:
+                return None
+            if self._copy is None and self._swap is None:
+                try:
+                    module = self._pending.result(timeout=0)
+                except (CheckpointError, TimeoutError, FutureTimeoutError):
+                    return None
+                self._copy = start_device_copy(module, self._device, self._ops)
+            return self._copy
+
+    def at_switch(self) -> torch.nn.Module:
+        module = self._pending.result()
+        copy = self._queue_copy()
+        if copy is None:
+            raise RuntimeError("the pass's refiner was released before its switch")
+        with self._lock:
+            if self._swap is None:
+                self._swap = contextlib.ExitStack()
+                self._swap.enter_context(tensors_swapped_in(module, copy.wait()))
+        return module
+
+    def release(self) -> None:
+        """Points the cached module back at its RAM tensors and lets the device copy go."""
+        with self._lock:
+            swap, self._swap, self._copy = self._swap, None, None
+            self._released = True
+        if swap is not None:
+            swap.close()
 
 
 def _loaded(value: torch.nn.Module) -> Future:

@@ -13,6 +13,7 @@ from sdxl_refiner.checkpoint import load_unet
 from sdxl_refiner.errors import CheckpointError, SettingsError
 from sdxl_refiner.residency import (
     DEFAULT_HEADROOM_BYTES,
+    OffloadedRefiner,
     Placement,
     RefinerCache,
     Residency,
@@ -370,3 +371,66 @@ def test_lowering_the_capacity_drops_the_least_recently_used_at_once(refiners):
     with pytest.raises(SettingsError):
         cache.capacity = -2
     assert cache.capacity == 1
+
+
+# --- an offloaded refiner over one pass ------------------------------------------------------------
+
+
+def test_an_offloaded_refiner_queues_its_copy_at_start_and_swaps_it_in_only_at_the_switch(refiners):
+    cache = RefinerCache()
+    module = cache.get(refiners[0], build_sgm, torch.float16)
+    originals = {name: p for name, p in module.named_parameters()}
+    ops = RecordingStreamOps()
+    offloaded = OffloadedRefiner(cache.start_loading(refiners[0], build_sgm, torch.float16), "cpu", ops)
+    offloaded.start()
+    assert [entry[0] for entry in ops.log] == ["new_stream", "enter", "exit", "record"]
+
+    assert offloaded.at_switch() is module
+    assert offloaded.at_switch() is module
+    assert [entry[0] for entry in ops.log].count("wait") == 1
+    swapped = dict(module.named_parameters())
+    assert all(swapped[name] is not p and torch.equal(swapped[name], p) for name, p in originals.items())
+
+    offloaded.release()
+    assert all(p is originals[name] for name, p in module.named_parameters())
+
+
+def test_an_offloaded_refiner_still_loading_at_start_is_copied_when_the_load_ends(refiners):
+    release = threading.Event()
+    cache = RefinerCache(loader=CountingLoader(release))
+    ops = RecordingStreamOps()
+    offloaded = OffloadedRefiner(cache.start_loading(refiners[0], build_sgm, torch.float16), "cpu", ops)
+    offloaded.start()
+    assert ops.log == []
+    release.set()
+    module = offloaded.at_switch()
+    assert [entry[0] for entry in ops.log] == ["new_stream", "enter", "exit", "record", "wait"]
+    swapped = dict(module.named_parameters())
+    offloaded.release()
+    assert all(p is not swapped[name] for name, p in module.named_parameters())
+    cache.shutdown()
+
+
+def test_an_offloaded_refiner_released_before_its_load_ends_never_copies(refiners):
+    release = threading.Event()
+    cache = RefinerCache(loader=CountingLoader(release))
+    ops = RecordingStreamOps()
+    pending = cache.start_loading(refiners[0], build_sgm, torch.float16)
+    offloaded = OffloadedRefiner(pending, "cpu", ops)
+    offloaded.start()
+    offloaded.release()
+    release.set()
+    pending.result(timeout=30)
+    cache.shutdown()
+    assert ops.log == []
+
+
+def test_an_offloaded_refiner_whose_load_failed_raises_at_the_switch(tmp_path):
+    ops = RecordingStreamOps()
+    pending = RefinerCache().start_loading(tmp_path / "gone.safetensors", build_sgm, torch.float16)
+    offloaded = OffloadedRefiner(pending, "cpu", ops)
+    offloaded.start()
+    with pytest.raises(CheckpointError, match=r"gone\.safetensors"):
+        offloaded.at_switch()
+    offloaded.release()
+    assert ops.log == []
