@@ -619,10 +619,12 @@ def read_unet_state_dict(
     returned tensors (through a small staging buffer when the dtype changes); they are views of one
     buffer per contiguous run of tensors. No dict of the whole file is built and no file mapping
     stays behind, so resident memory grows by the UNet's size and no more.
-    ``pin_memory`` allocates page-locked host memory (CUDA hosts) so later copies can overlap.
+    ``pin_memory`` allocates page-locked host memory so later copies can overlap; it is ignored
+    where CUDA is absent (there is nothing to overlap with).
     """
     resolved = _resolve_existing(path)
     _check_suffix(resolved)
+    pin_memory = pin_memory and torch.cuda.is_available()
     if resolved.suffix.lower() in SAFETENSORS_SUFFIXES:
         return _read_safetensors_unet(resolved, dtype, pin_memory)
     state = {

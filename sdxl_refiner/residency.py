@@ -145,7 +145,9 @@ class CudaStreamOps:
         return event
 
     def wait_for(self, event: torch.cuda.Event, tensors: Mapping[str, torch.Tensor]) -> None:
-        current = torch.cuda.current_stream()
+        if not tensors:
+            return
+        current = torch.cuda.current_stream(next(iter(tensors.values())).device)
         current.wait_event(event)
         for tensor in tensors.values():
             # Allocated on the side stream, used on this one: keep the allocator from reusing early.

@@ -241,3 +241,10 @@ def test_tensors_of_mixed_dtypes_with_other_tensors_between_them_are_read_exactl
     for key, value in state.items():
         assert value.dtype == (dtype or mixed[key].dtype)
         assert torch.equal(value, mixed[key].to(value.dtype))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only host")
+def test_pinned_memory_is_ignored_on_a_host_without_cuda(refiner_path, refiner_state):
+    state = read_unet_state_dict(refiner_path, torch.float32, pin_memory=True)
+    assert all(not value.is_pinned() for value in state.values())
+    assert all(torch.equal(state[key], refiner_state[key].float()) for key in state)
