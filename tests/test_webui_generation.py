@@ -10,7 +10,7 @@ from sdxl_refiner.schedule import switch_point
 from tests.standin.refiner_runs import CallTrace, cached_refiner, refine, ui_args
 
 ALL_SWITCHABLE = ["Euler", "Euler a", "LMS", "Heun", "DPM2", "DPM2 a", "DPM++ 2S a", "DPM++ SDE",
-                  "DPM++ 2M", "DPM++ 2M SDE", "DPM++ 2M SDE Heun", "DPM++ 3M SDE", "LCM"]
+                  "DPM++ 2M", "DPM++ 2M SDE", "DPM++ 2M SDE Heun", "DPM++ 3M SDE", "LCM", "DDIM", "PLMS"]
 
 # samplers that draw noise get more seeds: Brownian-tree and ancestral noise must survive the switch
 MORE_SEEDS = {"Euler a": (3, 4, 5), "DPM++ 2M SDE": (3, 4, 5), "DPM++ SDE": (3, 4)}
@@ -114,3 +114,17 @@ def test_the_infotext_names_the_refiner_and_the_split(webui):
     info = webui.checkpoint("refiner.safetensors")
     assert f"SDXL Refiner: {info.short_title}" in result.infotexts[0]
     assert "SDXL Refiner split: base 7 / refiner 3" in result.infotexts[0]
+
+
+@pytest.mark.parametrize(("sampler", "first_refiner_call"), [("DDIM", 7), ("PLMS", 8)])
+def test_timestep_samplers_switch_after_the_base_steps_of_their_own_loop(webui, sampler, first_refiner_call):
+    webui.write_pair()
+    trace = CallTrace()
+    trace.attach(webui.shared.sd_model.model.diffusion_model, "base")
+    trace.attach(cached_refiner(webui), "refiner")
+    p = webui.txt2img(sampler_name=sampler, steps=11)
+    refine(webui, p, ui_args(steps_percent=40))
+    assert p.extra_generation_params["SDXL Refiner split"] == "base 7 / refiner 4"  # 12 timesteps: 11 steps
+    names = trace.names()
+    assert names.index("refiner") == first_refiner_call
+    assert names[first_refiner_call:] == ["refiner"] * (len(names) - first_refiner_call)

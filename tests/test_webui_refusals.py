@@ -64,7 +64,7 @@ def test_invalid_settings_reach_the_user_from_the_sampling_call(webui):
     assert "140" in message
 
 
-@pytest.mark.parametrize("sampler", ["DDIM", "PLMS", "UniPC", "Restart"])
+@pytest.mark.parametrize("sampler", ["DDIM CFG++", "UniPC", "Restart"])
 def test_samplers_whose_switch_cannot_be_placed_exactly_are_refused_with_alternatives(webui, sampler):
     webui.write_pair()
     message = refused(webui, webui.txt2img(sampler_name=sampler, steps=4), ui_args(), PlanError)

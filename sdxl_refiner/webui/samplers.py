@@ -1,10 +1,11 @@
 """Where the switch falls for each sampler the WebUI lists, from the sigmas it really uses.
 
 k-diffusion samplers (and LCM, one call per step) are placed exactly by the engine's plan.
-Restart and the timestep samplers are refused with a reason: Restart runs extra segments that
-climb back up in noise, so "step k" of its schedule is not a point the base could hand over at
-once; DDIM, PLMS, UniPC and LCM-free timestep loops pass timesteps instead of sigmas, and their
-call structure (PLMS's warm-up, UniPC's corrector) is not one the plan describes.
+The WebUI's timestep samplers DDIM and PLMS loop over ``len(timesteps) - 1`` steps of one model
+call each (PLMS makes a second one in its first step), so they are placed by counting calls.
+Refused, with a reason: Restart runs extra segments that climb back up in noise, so no single
+step of it is a point where the base could hand over; UniPC's corrector reuses the previous
+call's output across steps; DDIM CFG++ sets attributes on the denoiser it is given.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import torch
 from sdxl_refiner.errors import PlanError
 from sdxl_refiner.schedule import SwitchPoint, switch_point, switch_point_from_calls
 
-ONE_CALL_PER_STEP = frozenset({"sample_lcm"})
+ONE_CALL_PER_STEP = frozenset({"sample_lcm", "ddim"})
+TIMESTEP_SAMPLERS = frozenset({"ddim", "plms"})
 PICK_INSTEAD = "Pick Euler, Euler a, DPM++ 2M, DPM++ 2M SDE, DPM++ SDE, Heun or LMS"
 
 
@@ -36,10 +38,11 @@ def sampler_label(sampler) -> str:
 def refuse_unsupported(sampler, func) -> None:
     """Refuse before sampling a sampler whose switch cannot be placed exactly."""
     label = sampler_label(sampler)
-    if "timesteps" in inspect.signature(func).parameters:
+    if "timesteps" in inspect.signature(func).parameters and function_name(sampler) not in TIMESTEP_SAMPLERS:
         raise PlanError(
             f"Sampler {label!r} steps through timesteps, not sigmas, and its model calls per step are not "
-            f"ones the SDXL Refiner can place its switch between. {PICK_INSTEAD}, or turn SDXL Refiner off."
+            f"ones the SDXL Refiner can place its switch between. {PICK_INSTEAD}, DDIM or PLMS, or turn "
+            "SDXL Refiner off."
         )
     if function_name(sampler) == "restart_sampler":
         raise PlanError(
@@ -55,8 +58,9 @@ def sigmas_used(kwargs: dict, schedule: torch.Tensor | None) -> torch.Tensor:
     sigma included). DPM fast and adaptive get only ``sigma_max``: their pass is the tail of the
     schedule the WebUI computed, from ``sigma_max`` down.
     """
-    if "sigmas" in kwargs:
-        return torch.as_tensor(kwargs["sigmas"]).detach().cpu()
+    for name in ("sigmas", "timesteps"):
+        if name in kwargs:
+            return torch.as_tensor(kwargs[name]).detach().cpu()
     if schedule is None:
         raise PlanError("The sampler's sigma schedule was not seen before sampling; cannot place the switch.")
     schedule = schedule.detach().cpu()
@@ -67,6 +71,9 @@ def sigmas_used(kwargs: dict, schedule: torch.Tensor | None) -> torch.Tensor:
 
 def switch_point_for(sampler, sigmas: torch.Tensor, base_steps: int, eta: float) -> SwitchPoint:
     name = function_name(sampler)
+    steps = len(sigmas) - 1
+    if name == "plms":
+        return switch_point_from_calls([2] + [1] * (steps - 1), base_steps)
     if name in ONE_CALL_PER_STEP:
-        return switch_point_from_calls([1] * (len(sigmas) - 1), base_steps, sigmas)
+        return switch_point_from_calls([1] * steps, base_steps, None if name in TIMESTEP_SAMPLERS else sigmas)
     return switch_point(name, sigmas, base_steps, eta=eta)

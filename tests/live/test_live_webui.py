@@ -43,7 +43,7 @@ def test_refiner_off_and_zero_percent_give_the_same_pixels_and_infotext(api):
     assert infotext(off) == infotext(zero)
 
 
-@pytest.mark.parametrize("sampler", ["Euler", "Euler a", "DPM++ 2M SDE", "Heun", "DPM++ SDE", "DPM++ 2M"])
+@pytest.mark.parametrize("sampler", ["Euler", "Euler a", "DPM++ 2M SDE", "Heun", "DPM++ SDE", "DPM++ 2M", "DDIM", "PLMS", "LCM", "DPM2 a"])
 def test_a_copy_of_the_base_as_refiner_gives_the_base_only_pixels(api, sampler):
     off = api.txt2img(sampler_name=sampler)
     refined = api.txt2img(sampler_name=sampler, refiner=ours(BASE_COPY, 50))

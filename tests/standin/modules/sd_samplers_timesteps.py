@@ -1,8 +1,9 @@
 """Stand-in of ``modules.sd_samplers_timesteps`` (1.10.1): CompVisSampler and its denoiser.
 
 The sampler passes integer timesteps, not sigmas, through ``self.func(model, x, timesteps, ...)``.
-Simplified: only DDIM is implemented (one model call per step, as there); PLMS, UniPC and
-DDIM CFG++ are listed under their names but raise if run.
+Simplified: DDIM (one model call per step) and PLMS (a second call in its first step, then
+Adams-Bashforth over the last eps) are implemented with 1.10.1's loop of ``len(timesteps) - 1``
+steps; UniPC and DDIM CFG++ are listed under their names but raise if run.
 """
 
 from __future__ import annotations
@@ -35,11 +36,51 @@ def ddim(model, x, timesteps, extra_args=None, callback=None, disable=None, eta=
     return x
 
 
+@torch.no_grad()
+def plms(model, x, timesteps, extra_args=None, callback=None, disable=None):
+    alphas_cumprod = model.inner_model.inner_model.alphas_cumprod
+    alphas = alphas_cumprod[timesteps]
+    alphas_prev = alphas_cumprod[torch.nn.functional.pad(timesteps[:-1], pad=(1, 0))].to(torch.float64)
+    extra_args = {} if extra_args is None else extra_args
+    s_in = x.new_ones([x.shape[0]])
+    old_eps: list[torch.Tensor] = []
+
+    def step_from(x, e_t, index):
+        a_t, a_prev = alphas[index].item(), alphas_prev[index].item()
+        pred_x0 = (x - (1 - a_t) ** 0.5 * e_t) / a_t ** 0.5
+        return a_prev ** 0.5 * pred_x0 + (1. - a_prev) ** 0.5 * e_t, pred_x0
+
+    weights = {0: [1.0], 1: [3 / 2, -1 / 2], 2: [23 / 12, -16 / 12, 5 / 12], 3: [55 / 24, -59 / 24, 37 / 24, -9 / 24]}
+    for i in range(len(timesteps) - 1):
+        index = len(timesteps) - 1 - i
+        e_t = model(x, timesteps[index].item() * s_in, **extra_args)
+        if not old_eps:
+            x_prev, _ = step_from(x, e_t, index)
+            e_t_next = model(x_prev, timesteps[max(index - 1, 0)].item() * s_in, **extra_args)
+            e_t_prime = (e_t + e_t_next) / 2
+        else:
+            history = [e_t, *reversed(old_eps)]
+            e_t_prime = sum(w * e for w, e in zip(weights[len(old_eps)], history, strict=False))
+        x_prev, pred_x0 = step_from(x, e_t_prime, index)
+        old_eps.append(e_t)
+        if len(old_eps) >= 4:
+            old_eps.pop(0)
+        x = x_prev
+        if callback is not None:
+            callback({'x': x, 'i': i, 'sigma': 0, 'sigma_hat': 0, 'denoised': pred_x0})
+    return x
+
+
 def _not_in_standin(model, x, timesteps, extra_args=None, callback=None, disable=None, eta=0.0):
     raise NotImplementedError("this timestep sampler is listed but not implemented in the stand-in")
 
 
-ddim_cfgpp = plms = unipc = _not_in_standin
+def ddim_cfgpp(model, x, timesteps, extra_args=None, callback=None, disable=None, eta=0.0):
+    return _not_in_standin(model, x, timesteps, extra_args, callback, disable, eta)
+
+
+def unipc(model, x, timesteps, extra_args=None, callback=None, disable=None):
+    return _not_in_standin(model, x, timesteps, extra_args, callback, disable)
 
 samplers_timesteps = [
     ('DDIM', ddim, ['ddim'], {}),
