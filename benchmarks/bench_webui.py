@@ -35,6 +35,16 @@ def modes(percent: float) -> dict[str, dict]:
     }
 
 
+def wait_until_idle(api: WebUIApi, limit_s: float = 120.0) -> None:
+    """Other clients' jobs would be timed with ours: start a request only when the WebUI is idle."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        state = api.call("/sdapi/v1/progress?skip_current_image=true").get("state", {})
+        if not state.get("job") and not state.get("job_count"):
+            return
+        time.sleep(0.2)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
@@ -52,6 +62,7 @@ def main() -> None:
     times: dict[str, list[float]] = {name: [] for name in runs}
     for round_index in range(args.rounds + 1):
         for name, fields in runs.items():
+            wait_until_idle(api)
             started = time.perf_counter()
             api.txt2img(**{**common, **fields})
             if round_index:  # round 0 warms every mode up (model loads, caches)
