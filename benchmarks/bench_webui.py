@@ -60,13 +60,17 @@ def main() -> None:
     common = {"steps": args.steps, "width": args.size, "height": args.size, "sampler_name": args.sampler}
     runs = modes(args.percent)
     times: dict[str, list[float]] = {name: [] for name in runs}
-    for round_index in range(args.rounds + 1):
-        for name, fields in runs.items():
-            wait_until_idle(api)
-            started = time.perf_counter()
-            api.txt2img(**{**common, **fields})
-            if round_index:  # round 0 warms every mode up (model loads, caches)
-                times[name].append(time.perf_counter() - started)
+    try:
+        for round_index in range(args.rounds + 1):
+            for name, fields in runs.items():
+                wait_until_idle(api)
+                started = time.perf_counter()
+                api.txt2img(**{**common, **fields})
+                if round_index:  # round 0 warms every mode up (model loads, caches)
+                    times[name].append(time.perf_counter() - started)
+    finally:
+        # 1.10.1 does not restore an override of an option that was never saved: put it back by hand
+        api.call("/sdapi/v1/options", {"refiner_switch_by_sample_steps": False})
     medians = {name: statistics.median(values) for name, values in times.items()}
     result = {
         "settings": vars(args),
