@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.live.webui_api import BASE, REFINER, WebUIApi, ours
+from tests.live.webui_api import BASE, BASE_COPY, REFINER, WebUIApi, ours
 
 
 def modes(percent: float) -> dict[str, dict]:
@@ -27,6 +27,8 @@ def modes(percent: float) -> dict[str, dict]:
     return {
         "base only": {},
         "SDXL Refiner (ours)": {"refiner": ours(REFINER, percent)},
+        # the base's own weights as refiner: what the handoff itself costs, the UNets being equal
+        "ours, base copy as refiner": {"refiner": ours(BASE_COPY, percent)},
         "built-in refiner": {
             "refiner_checkpoint": REFINER,
             "refiner_switch_at": switch_at,
@@ -77,6 +79,7 @@ def main() -> None:
         "median_seconds": medians,
         "ours_over_base_only": medians["SDXL Refiner (ours)"] / medians["base only"],
         "ours_over_builtin": medians["SDXL Refiner (ours)"] / medians["built-in refiner"],
+        "handoff_overhead": medians["ours, base copy as refiner"] / medians["base only"],
     }
     print(json.dumps(result, indent=2))
 
