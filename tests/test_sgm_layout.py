@@ -10,7 +10,7 @@ import torch
 from tests.support.checkpoints import random_unet_state, small_unet_params
 from tests.support.sgm_unet import SgmUNet, timestep_embedding
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 # Stability-AI/generative-models @ 45c443b, configs/inference/sd_xl_base.yaml, network_config.params
 SDXL_BASE_PARAMS = {

@@ -3,7 +3,7 @@
 The WebUI builds SDXL UNets with sgm's class, which cannot be installed here. Tests, the WebUI
 stand-in and the benchmarks need a module that loads exactly the tensors a real SDXL checkpoint
 holds and runs ``forward(x, timesteps, context, y)`` the way sgm does, so this is written from the
-layout of the released models (proved against ``shared/fixtures/unet_sdxl_*.json``).
+layout of the released models (proved against ``tests/fixtures/unet_sdxl_*.json``).
 
 Only the parts SDXL uses are supported: spatial transformers (GEGLU feed-forward, no
 scale-shift norm), convolutional resampling, ``num_classes="sequential"`` for the ADM vector.
