@@ -13,7 +13,8 @@ Run it with the WebUI's Python, from anywhere::
     /path/to/venv/bin/python tests/live/make_tiny_checkpoints.py \\
         /path/to/stable-diffusion-webui/models/Stable-diffusion
 
-It needs the WebUI's ``repositories/generative-models`` (importable as ``sgm``) and the WebUI's
+It needs the WebUI's ``repositories/generative-models`` (importable as ``sgm``),
+``repositories/stable-diffusion-stability-ai`` (importable as ``ldm``, for the SD1.x model) and the WebUI's
 packages (open_clip, transformers, omegaconf, safetensors). It is never imported by the test
 suite. It writes into the given ``models/Stable-diffusion`` folder and beside it:
 
@@ -24,6 +25,8 @@ suite. It writes into the given ``models/Stable-diffusion`` folder and beside it
   OpenCLIP text encoder equals the base's (as with the released pair);
 - ``Stable-diffusion/tiny-sdxl-refiner-own-text.safetensors`` (+ ``.yaml``): a refiner-type model
   with a text encoder of its own (prompts must be encoded again);
+- ``Stable-diffusion/tiny-sd1.safetensors`` (+ ``.yaml``): an SD1.x-type model (another latent
+  space), for the refusals of a non-SDXL base or refiner;
 - ``VAE/tiny-sdxl-vae.safetensors``: the base's autoencoder alone;
 - ``tiny-sdxl-clip-l/``: the CLIP-L config and tokenizer folder the ``.yaml`` files point at.
 """
@@ -226,6 +229,57 @@ def refiner_config() -> dict[str, Any]:
     return engine_config(network, embedders)
 
 
+def sd1_config(clip_l_folder: Path) -> dict[str, Any]:
+    """An SD1.x model as the WebUI's ``configs/v1-inference.yaml`` describes it, made small."""
+    autoencoder = autoencoder_config()
+    autoencoder["target"] = "ldm.models.autoencoder.AutoencoderKL"
+    autoencoder["params"]["ddconfig"]["attn_type"] = "vanilla"
+    return {
+        "model": {
+            "target": "ldm.models.diffusion.ddpm.LatentDiffusion",
+            "params": {
+                "linear_start": 0.00085,
+                "linear_end": 0.0120,
+                "num_timesteps_cond": 1,
+                "log_every_t": 200,
+                "timesteps": 1000,
+                "first_stage_key": "jpg",
+                "cond_stage_key": "txt",
+                "image_size": 64,
+                "channels": 4,
+                "cond_stage_trainable": False,
+                "conditioning_key": "crossattn",
+                "monitor": "val/loss_simple_ema",
+                "scale_factor": 0.18215,
+                "use_ema": False,
+                "unet_config": {
+                    "target": "ldm.modules.diffusionmodules.openaimodel.UNetModel",
+                    "params": {
+                        "image_size": 32,
+                        "in_channels": 4,
+                        "out_channels": 4,
+                        "model_channels": 32,
+                        "attention_resolutions": [2],
+                        "num_res_blocks": 2,
+                        "channel_mult": [1, 2],
+                        "num_heads": 2,
+                        "use_spatial_transformer": True,
+                        "transformer_depth": 1,
+                        "context_dim": CLIP_L_WIDTH,
+                        "use_checkpoint": False,
+                        "legacy": False,
+                    },
+                },
+                "first_stage_config": autoencoder,
+                "cond_stage_config": {
+                    "target": "ldm.modules.encoders.modules.FrozenCLIPEmbedder",
+                    "params": {"version": str(clip_l_folder)},
+                },
+            },
+        }
+    }
+
+
 def bytes_to_unicode() -> dict[int, str]:
     """The reversible byte-to-character table every CLIP BPE vocabulary is written in."""
     printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
@@ -312,7 +366,11 @@ def randomise_zero_weights(module: Any, torch: Any) -> None:
 def build_engine(config: Mapping[str, Any], seed: int) -> Any:
     import torch
     from omegaconf import OmegaConf
-    from sgm.util import instantiate_from_config
+
+    if config["model"]["target"].startswith("ldm."):
+        from ldm.util import instantiate_from_config
+    else:
+        from sgm.util import instantiate_from_config
 
     torch.manual_seed(seed)
     with clip_text_model_from_config():
@@ -325,12 +383,26 @@ def state_dict_for_saving(engine: Any) -> dict[str, Any]:
     return {key: value.detach().clone().contiguous() for key, value in engine.state_dict().items()}
 
 
+def replace_if_changed(path: Path, write: Callable[[Path], None]) -> None:
+    """Leave a file with the same bytes untouched.
+
+    A running WebUI keys its cached checkpoint hashes by modification time: rewriting equal
+    files makes it forget them, and a checkpoint chosen as "name [hash]" is then not found.
+    """
+    fresh = path.with_name(path.name + ".new")
+    write(fresh)
+    if path.exists() and path.read_bytes() == fresh.read_bytes():
+        fresh.unlink()
+    else:
+        fresh.replace(path)
+
+
 def save_checkpoint(tensors: Mapping[str, Any], config: Mapping[str, Any], path: Path) -> None:
     from omegaconf import OmegaConf
     from safetensors.torch import save_file
 
-    save_file(dict(tensors), str(path), metadata={"format": "pt"})
-    OmegaConf.save(OmegaConf.create(dict(config)), path.with_suffix(".yaml"))
+    replace_if_changed(path, lambda out: save_file(dict(tensors), str(out), metadata={"format": "pt"}))
+    replace_if_changed(path.with_suffix(".yaml"), lambda out: OmegaConf.save(OmegaConf.create(dict(config)), out))
 
 
 def copy_text_encoder(source: Mapping[str, Any], source_prefix: str, target: dict[str, Any], target_prefix: str) -> None:
@@ -343,7 +415,8 @@ def copy_text_encoder(source: Mapping[str, Any], source_prefix: str, target: dic
 
 
 def make_all(webui: Path, checkpoints: Path) -> list[Path]:
-    sys.path.insert(0, str(webui / "repositories" / "generative-models"))
+    repositories = webui / "repositories"
+    sys.path[:0] = [str(repositories / "generative-models"), str(repositories / "stable-diffusion-stability-ai")]
     import open_clip
 
     register_openclip_arch(open_clip)
@@ -363,8 +436,8 @@ def make_all(webui: Path, checkpoints: Path) -> list[Path]:
     written.append(base_path)
 
     copy_path = checkpoints / "tiny-sdxl-base-copy.safetensors"
-    shutil.copyfile(base_path, copy_path)
-    shutil.copyfile(base_path.with_suffix(".yaml"), copy_path.with_suffix(".yaml"))
+    replace_if_changed(copy_path, lambda out: shutil.copyfile(base_path, out))
+    replace_if_changed(copy_path.with_suffix(".yaml"), lambda out: shutil.copyfile(base_path.with_suffix(".yaml"), out))
     written.append(copy_path)
 
     refiner_cfg = refiner_config()
@@ -378,11 +451,17 @@ def make_all(webui: Path, checkpoints: Path) -> list[Path]:
         save_checkpoint(tensors, refiner_cfg, path)
         written.append(path)
 
+    sd1_cfg = sd1_config(clip_l_folder)
+    sd1_path = checkpoints / "tiny-sd1.safetensors"
+    save_checkpoint(state_dict_for_saving(build_engine(sd1_cfg, SEED + 2)), sd1_cfg, sd1_path)
+    written.append(sd1_path)
+
     from safetensors.torch import save_file
 
     vae_path = vae_dir / "tiny-sdxl-vae.safetensors"
     prefix = "first_stage_model."
-    save_file({k[len(prefix):]: v for k, v in base.items() if k.startswith(prefix)}, str(vae_path))
+    vae = {k[len(prefix):]: v for k, v in base.items() if k.startswith(prefix)}
+    replace_if_changed(vae_path, lambda out: save_file(vae, str(out)))
     written.append(vae_path)
     return written
 
