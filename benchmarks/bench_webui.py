@@ -77,6 +77,7 @@ def main() -> None:
     result = {
         "settings": vars(args),
         "median_seconds": medians,
+        "min_seconds": {name: min(values) for name, values in times.items()},
         "ours_over_base_only": medians["SDXL Refiner (ours)"] / medians["base only"],
         "ours_over_builtin": medians["SDXL Refiner (ours)"] / medians["built-in refiner"],
         "handoff_overhead": medians["ours, base copy as refiner"] / medians["base only"],
