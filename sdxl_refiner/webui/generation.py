@@ -13,7 +13,7 @@ import functools
 
 from sdxl_refiner.errors import RefinerError, SettingsError
 from sdxl_refiner.handoff import UNetSlot, route_model, unet_handoff
-from sdxl_refiner.infotext import KEY_NOTES, infotext_params
+from sdxl_refiner.infotext import KEY_CHECKPOINT, KEY_NOTES, infotext_params
 from sdxl_refiner.schedule import plan_switch
 from sdxl_refiner.settings import Settings
 from sdxl_refiner.webui import conds, loading, samplers
@@ -36,6 +36,7 @@ def register_callbacks() -> None:
 def prepare(p, settings: Settings | SettingsError) -> None:
     """From Script.process(): check everything that can be checked, start loading the refiner."""
     _unwrap_sampler(p)
+    p.extra_generation_params = {k: v for k, v in p.extra_generation_params.items() if not k.startswith(KEY_CHECKPOINT)}
     if isinstance(settings, SettingsError):
         attach_run(p, RefinerRun(error=settings))
         return
