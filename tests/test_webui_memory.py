@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 
@@ -77,3 +79,45 @@ def test_base_weights_refiner_under_low_vram_gives_the_base_only_image(webui, fl
     base_only = webui.run(webui.txt2img(seed=41)).samples[0]
     refined = refine(webui, webui.txt2img(seed=41), ui_args(checkpoint="copy.safetensors", steps_percent=50)).samples[0]
     assert torch.equal(base_only, refined)
+
+
+class CpuStreamOps:
+    """CudaStreamOps' calls, done at once on the CPU: the offload path runs without a GPU."""
+
+    def __init__(self):
+        self.copies = 0
+
+    def new_stream(self, device):
+        self.copies += 1
+
+    def on_stream(self, stream):
+        return contextlib.nullcontext()
+
+    def record_event(self, stream):
+        return None
+
+    def wait_for(self, event, tensors):
+        pass
+
+
+def test_offloaded_refiner_is_swapped_in_by_a_device_copy_and_the_cached_copy_never_moves(webui, monkeypatch):
+    from sdxl_refiner import residency
+    from sdxl_refiner.residency import Placement
+
+    webui.write_pair()
+    from sdxl_refiner.webui import loading
+
+    ops = CpuStreamOps()
+    monkeypatch.setattr(residency, "CudaStreamOps", lambda: ops)
+    resident = refine(webui, webui.txt2img(seed=61), ui_args(steps_percent=50)).samples[0]
+    monkeypatch.setattr(loading, "placement", lambda refiner_bytes: Placement("cpu", "cpu", pin_memory=False, prefetch=True))
+    refiner = cached_refiner(webui)
+    tensors_before = dict(refiner.state_dict(keep_vars=True))
+    trace = CallTrace()
+    trace.attach(refiner, "refiner")
+    offloaded = refine(webui, webui.txt2img(seed=61), ui_args(steps_percent=50)).samples[0]
+    assert ops.copies == 1
+    assert trace.calls
+    assert torch.equal(resident, offloaded)
+    after = refiner.state_dict(keep_vars=True)
+    assert all(after[name] is tensor for name, tensor in tensors_before.items())

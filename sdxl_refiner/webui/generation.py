@@ -14,6 +14,7 @@ import functools
 from sdxl_refiner.errors import RefinerError, SettingsError
 from sdxl_refiner.handoff import UNetSlot, route_model, unet_handoff
 from sdxl_refiner.infotext import KEY_CHECKPOINT, KEY_NOTES, infotext_params
+from sdxl_refiner.residency import OffloadedRefiner
 from sdxl_refiner.schedule import plan_switch
 from sdxl_refiner.settings import Settings
 from sdxl_refiner.webui import conds, loading, samplers
@@ -164,18 +165,29 @@ def _sample_with_refiner(p, run: RefinerRun, func, model, x, args, kwargs, sched
 
     sd_model = p.sd_model
     base_unet = sd_model.model.diffusion_model
-    placement = RefinerPlacement(sd_model, base_unet, run.placement.storage_device)
+    refiner_source, offloaded = run.pending.result, None
+    storage_device = run.placement.storage_device
+    if run.placement.prefetch and not getattr(sd_model, "lowvram", False):
+        # copied to the GPU on a side stream while the base samples; the cached RAM copy stays put
+        offloaded = OffloadedRefiner(run.pending, run.placement.compute_device)
+        offloaded.start()
+        refiner_source, storage_device = offloaded.at_switch, run.placement.compute_device
+    placement = RefinerPlacement(sd_model, base_unet, storage_device)
     empty = conds.refiner_empty_prompt(shared.sd_model.cond_stage_model_empty_prompt, run.spec)
-    with unet_handoff(
-        UNetSlot(sd_model.model, "diffusion_model"), run.pending.result, point, on_switch=placement.on_switch
-    ) as handoff:
-        run.active = ActivePass(handoff, plan, run.spec, empty, placement)
-        try:
-            return func(route_model(model, handoff), x, *args, **kwargs)
-        finally:
-            run.active = None
-            run.passes_run += 1
-            placement.restore()
+    try:
+        with unet_handoff(
+            UNetSlot(sd_model.model, "diffusion_model"), refiner_source, point, on_switch=placement.on_switch
+        ) as handoff:
+            run.active = ActivePass(handoff, plan, run.spec, empty, placement)
+            try:
+                return func(route_model(model, handoff), x, *args, **kwargs)
+            finally:
+                run.active = None
+                run.passes_run += 1
+                placement.restore()
+    finally:
+        if offloaded is not None:
+            offloaded.release()
 
 
 def _write_infotext(p, run: RefinerRun, plan) -> None:
