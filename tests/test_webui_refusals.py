@@ -51,6 +51,21 @@ def test_a_base_that_is_not_sdxl_is_refused(webui):
     assert "Load an SDXL base" in message
 
 
+def test_an_sdxl_inpainting_base_is_refused(webui):
+    webui.write_pair()
+    webui.shared.sd_model.is_sdxl_inpaint = True
+    message = refused(webui, webui.txt2img(), ui_args(), CheckpointError)
+    assert "inpainting" in message
+
+
+def test_one_step_goes_to_the_refiner_and_the_infotext_says_why(webui):
+    webui.write_pair()
+    p = webui.txt2img(steps=1)
+    refine(webui, p)
+    assert p.extra_generation_params["SDXL Refiner split"] == "base 0 / refiner 1"
+    assert "1 step" in p.extra_generation_params["SDXL Refiner notes"]
+
+
 def test_a_refiner_with_another_text_encoder_is_refused(webui):
     webui.write_pair()
     webui.write_checkpoint("stranger.safetensors", "refiner", seed=5)

@@ -86,10 +86,16 @@ def classify_refiner(webui_info) -> CheckpointInfo:
 
 
 def require_sdxl_base(sd_model) -> None:
-    if getattr(sd_model, "is_sdxl", False):
-        return
     info = getattr(sd_model, "sd_checkpoint_info", None)
     title = getattr(info, "title", "the loaded model")
+    if getattr(sd_model, "is_sdxl_inpaint", False):
+        raise CheckpointError(
+            f"SDXL Refiner cannot follow the loaded model {title!r}: it is an SDXL inpainting model, whose UNet "
+            "takes the mask and masked image with the latent, and a refiner takes the latent alone. Load an SDXL "
+            "base checkpoint for the refiner, or turn SDXL Refiner off for inpainting models."
+        )
+    if getattr(sd_model, "is_sdxl", False):
+        return
     raise CheckpointError(
         f"SDXL Refiner needs an SDXL base model, but the loaded model {title!r} is not SDXL: an SDXL refiner "
         "cannot continue its latent. Load an SDXL base checkpoint, or turn SDXL Refiner off."
