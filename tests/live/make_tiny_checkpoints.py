@@ -28,6 +28,8 @@ suite. It writes into the given ``models/Stable-diffusion`` folder and beside it
 - ``Stable-diffusion/tiny-sd1.safetensors`` (+ ``.yaml``): an SD1.x-type model (another latent
   space), for the refusals of a non-SDXL base or refiner;
 - ``VAE/tiny-sdxl-vae.safetensors``: the base's autoencoder alone;
+- ``Lora/tiny-sdxl-lora.safetensors``: a LoRA (kohya key names) on every linear layer of the
+  base UNet's transformer blocks, which no other UNet here has the shapes for;
 - ``tiny-sdxl-clip-l/``: the CLIP-L config and tokenizer folder the ``.yaml`` files point at.
 """
 
@@ -405,6 +407,23 @@ def save_checkpoint(tensors: Mapping[str, Any], config: Mapping[str, Any], path:
     replace_if_changed(path.with_suffix(".yaml"), lambda out: OmegaConf.save(OmegaConf.create(dict(config)), out))
 
 
+def lora_for(unet: Any, seed: int, rank: int = 4) -> dict[str, Any]:
+    """A LoRA on the UNet's transformer linears, strong enough to change the image visibly."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    tensors: dict[str, Any] = {}
+    for name, module in unet.named_modules():
+        if isinstance(module, torch.nn.Linear) and "transformer_blocks" in name:
+            key = "lora_unet_" + name.replace(".", "_")
+            down = torch.randn(rank, module.in_features, generator=generator) / module.in_features ** 0.5
+            up = torch.randn(module.out_features, rank, generator=generator) / rank ** 0.5
+            tensors[f"{key}.lora_down.weight"] = down
+            tensors[f"{key}.lora_up.weight"] = up
+            tensors[f"{key}.alpha"] = torch.tensor(float(rank))
+    return tensors
+
+
 def copy_text_encoder(source: Mapping[str, Any], source_prefix: str, target: dict[str, Any], target_prefix: str) -> None:
     for key, value in source.items():
         if key.startswith(source_prefix):
@@ -430,7 +449,10 @@ def make_all(webui: Path, checkpoints: Path) -> list[Path]:
     written: list[Path] = []
 
     base_cfg = base_config(clip_l_folder)
-    base = state_dict_for_saving(build_engine(base_cfg, SEED))
+    base_engine = build_engine(base_cfg, SEED)
+    base = state_dict_for_saving(base_engine)
+    lora = lora_for(base_engine.model.diffusion_model, SEED + 3)
+    del base_engine
     base_path = checkpoints / "tiny-sdxl-base.safetensors"
     save_checkpoint(base, base_cfg, base_path)
     written.append(base_path)
@@ -463,6 +485,12 @@ def make_all(webui: Path, checkpoints: Path) -> list[Path]:
     vae = {k[len(prefix):]: v for k, v in base.items() if k.startswith(prefix)}
     replace_if_changed(vae_path, lambda out: save_file(vae, str(out)))
     written.append(vae_path)
+
+    lora_dir = models / "Lora"
+    lora_dir.mkdir(parents=True, exist_ok=True)
+    lora_path = lora_dir / "tiny-sdxl-lora.safetensors"
+    replace_if_changed(lora_path, lambda out: save_file(lora, str(out), metadata={"ss_network_module": "networks.lora"}))
+    written.append(lora_path)
     return written
 
 
