@@ -30,7 +30,9 @@ suite. It writes into the given ``models/Stable-diffusion`` folder and beside it
 - ``VAE/tiny-sdxl-vae.safetensors``: the base's autoencoder alone;
 - ``Lora/tiny-sdxl-lora.safetensors``: a LoRA (kohya key names) on every linear layer of the
   base UNet's transformer blocks, which no other UNet here has the shapes for;
-- ``tiny-sdxl-clip-l/``: the CLIP-L config and tokenizer folder the ``.yaml`` files point at.
+- ``tiny-sdxl-clip-l/``: the CLIP-L config and tokenizer folder the ``.yaml`` files point at;
+- ``<webui>/embeddings/tiny-sdxl-ti.safetensors``: an SDXL textual-inversion embedding of two
+  vectors (``clip_l`` and ``clip_g``) for the tiny text encoders.
 """
 
 from __future__ import annotations
@@ -424,6 +426,17 @@ def lora_for(unet: Any, seed: int, rank: int = 4) -> dict[str, Any]:
     return tensors
 
 
+def textual_inversion_embedding(seed: int, vectors: int = 2) -> dict[str, Any]:
+    """SDXL embedding layout: one tensor per text encoder, the width of its token embeddings."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    return {
+        "clip_l": torch.randn(vectors, CLIP_L_WIDTH, generator=generator) * 0.02,
+        "clip_g": torch.randn(vectors, OPENCLIP_WIDTH, generator=generator) * 0.02,
+    }
+
+
 def copy_text_encoder(source: Mapping[str, Any], source_prefix: str, target: dict[str, Any], target_prefix: str) -> None:
     for key, value in source.items():
         if key.startswith(source_prefix):
@@ -485,6 +498,13 @@ def make_all(webui: Path, checkpoints: Path) -> list[Path]:
     vae = {k[len(prefix):]: v for k, v in base.items() if k.startswith(prefix)}
     replace_if_changed(vae_path, lambda out: save_file(vae, str(out)))
     written.append(vae_path)
+
+    embeddings = webui / "embeddings"
+    embeddings.mkdir(parents=True, exist_ok=True)
+    embedding_path = embeddings / "tiny-sdxl-ti.safetensors"
+    embedding = textual_inversion_embedding(SEED + 4)
+    replace_if_changed(embedding_path, lambda out: save_file(embedding, str(out)))
+    written.append(embedding_path)
 
     lora_dir = models / "Lora"
     lora_dir.mkdir(parents=True, exist_ok=True)
