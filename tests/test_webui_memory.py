@@ -121,3 +121,24 @@ def test_offloaded_refiner_is_swapped_in_by_a_device_copy_and_the_cached_copy_ne
     assert torch.equal(resident, offloaded)
     after = refiner.state_dict(keep_vars=True)
     assert all(after[name] is tensor for name, tensor in tensors_before.items())
+
+
+def test_an_active_sd_unet_serves_the_base_steps_only_and_is_back_after_the_pass(webui):
+    webui.write_pair()
+    sd_unet = webui.module("modules.sd_unet")
+    base = webui.shared.sd_model.model.diffusion_model
+    served: list[int] = []
+
+    class RecordingSdUnet(sd_unet.SdUnet):
+        def forward(self, x, timesteps, context, *args, **kwargs):
+            served.append(int(timesteps[0]))
+            return sd_unet.original_forward(base, x, timesteps, context, *args, **kwargs)
+
+    replacement = RecordingSdUnet()
+    sd_unet.current_unet = replacement
+    trace = CallTrace()
+    trace.attach(cached_refiner(webui), "refiner")
+    refine(webui, webui.txt2img(steps=6), ui_args(steps_percent=50))
+    assert len(served) == 3
+    assert len(trace.calls) == 3
+    assert sd_unet.current_unet is replacement

@@ -53,11 +53,13 @@ class RefinerPlacement:
         self.block_by_block = self.lowvram_mode and bool(getattr(shared.cmd_opts, "lowvram", False))
         self.refiner: torch.nn.Module | None = None
         self.hook_handles: list = []
+        self.sd_unet_bypassed: list = []
 
     def on_switch(self, refiner: torch.nn.Module) -> None:
         from modules import devices, lowvram
 
         self.refiner = refiner
+        self._bypass_sd_unet()
         if "dtype" in vars(self.base_unet):
             refiner.dtype = self.base_unet.dtype  # the WebUI reads diffusion_model.dtype (extend_sdxl sets it)
         device = torch.device(devices.device)
@@ -74,10 +76,28 @@ class RefinerPlacement:
         self.hook_handles = [block.register_forward_pre_hook(hook) for block in _blocks(refiner)]
         _to_device_without_blocks(refiner, device)
 
+    def _bypass_sd_unet(self) -> None:
+        """An active "SD UNet" (TensorRT & co.) answers for every sgm UNet, the refiner included:
+        it stands for the base's weights, so refiner calls must reach the refiner's own forward."""
+        try:
+            from modules import sd_unet
+        except ImportError:
+            return
+        if getattr(sd_unet, "current_unet", None) is not None:
+            self.sd_unet_bypassed.append(sd_unet.current_unet)
+            sd_unet.current_unet = None
+
+    def _restore_sd_unet(self) -> None:
+        if self.sd_unet_bypassed:
+            from modules import sd_unet
+
+            sd_unet.current_unet = self.sd_unet_bypassed.pop()
+
     def restore(self) -> None:
         """Before the base goes back into its slot: the refiner leaves the GPU, its hooks go."""
         from modules import lowvram
 
+        self._restore_sd_unet()
         if self.refiner is None:
             return
         if self.lowvram_mode:

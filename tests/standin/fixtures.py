@@ -38,6 +38,7 @@ class StandinWebUI:
         import modules.processing
         import modules.script_callbacks
         import modules.scripts
+        import modules.sd_hijack  # patches sgm's UNet forward, as the WebUI does at start
         import modules.sd_models
         import modules.sd_samplers
         import modules.shared
