@@ -66,11 +66,12 @@ def test_one_step_goes_to_the_refiner_and_the_infotext_says_why(webui):
     assert "1 step" in p.extra_generation_params["SDXL Refiner notes"]
 
 
-def test_a_refiner_with_another_text_encoder_is_refused(webui):
+def test_a_base_type_refiner_with_other_text_encoders_is_refused(webui):
     webui.write_pair()
-    webui.write_checkpoint("stranger.safetensors", "refiner", seed=5)
-    message = refused(webui, webui.txt2img(), ui_args(checkpoint="stranger.safetensors"), ConditioningError)
+    webui.write_checkpoint("other-base.safetensors", "base", seed=5)
+    message = refused(webui, webui.txt2img(), ui_args(checkpoint="other-base.safetensors"), ConditioningError)
     assert "text encoder" in message
+    assert "other-base.safetensors" in message
 
 
 def test_invalid_settings_reach_the_user_from_the_sampling_call(webui):

@@ -10,14 +10,15 @@ an API caller) instead of logging them.
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 from sdxl_refiner.errors import RefinerError, SettingsError
 from sdxl_refiner.handoff import UNetSlot, route_model, unet_handoff
 from sdxl_refiner.infotext import KEY_CHECKPOINT, KEY_NOTES, infotext_params
-from sdxl_refiner.residency import OffloadedRefiner
+from sdxl_refiner.residency import OffloadedRefiner, file_identity
 from sdxl_refiner.schedule import plan_switch
 from sdxl_refiner.settings import Settings
-from sdxl_refiner.webui import conds, loading, samplers
+from sdxl_refiner.webui import conds, loading, own_text, samplers
 from sdxl_refiner.webui.memory import RefinerPlacement
 from sdxl_refiner.webui.run_state import ActivePass, RefinerRun, attach_run, run_of
 
@@ -60,11 +61,33 @@ def _prepare(p, run: RefinerRun) -> None:
     run.checkpoint_path = str(webui_info.filename)
     run.spec = loading.cond_spec(p.sd_model, info)
     base_path = str(p.sd_model.sd_checkpoint_info.filename)
-    loading.check_text_encoders(base_path, run.checkpoint_path, run.spec.kind, loading.resources().encoder_checks)
+    if not loading.text_encoders_match(base_path, run.checkpoint_path, run.spec.kind, loading.resources().encoder_checks):
+        run.own_text = _own_text_encoder(p.sd_model, base_path, run)
     _turn_builtin_refiner_off(p, run)
     refiner_bytes = int(info.path.stat().st_size)
     run.placement = loading.placement(refiner_bytes)
     run.pending = loading.start_loading(run.checkpoint_path, run.placement)
+
+
+def _own_text_encoder(sd_model, base_path: str, run: RefinerRun) -> own_text.OwnTextEncoder:
+    """The refiner's own encoder, to encode the prompts with when it is not the base's."""
+    path = run.checkpoint_path
+    if run.spec.kind != "refiner" or Path(path).suffix.lower() != ".safetensors":
+        raise loading.text_encoder_refused(
+            base_path, path, "only a refiner-type .safetensors checkpoint can bring its own encoder"
+        )
+    found = loading.resources().own_encoders
+    identity = file_identity(path)
+    if identity not in found:
+        tensors = own_text.refiner_encoder_tensors(path)
+        if not own_text.fits(own_text.second_text_encoder(sd_model), tensors):
+            raise loading.text_encoder_refused(
+                base_path, path, "its OpenCLIP encoder does not have the base's architecture to run in its place"
+            )
+        found.clear()
+        found[identity] = own_text.OwnTextEncoder(path, tensors)
+    run.notes.append("prompts encoded with the refiner's own text encoder")
+    return found[identity]
 
 
 def _turn_builtin_refiner_off(p, run: RefinerRun) -> None:
@@ -157,7 +180,8 @@ def _sample_with_refiner(p, run: RefinerRun, func, model, x, args, kwargs, sched
     from modules import shared
 
     samplers.refuse_unsupported(p.sampler, func)
-    _check_conds_fit(run, pass_conds)
+    own_conds = run.own_text.encode(p) if run.own_text is not None else None
+    _check_conds_fit(run, own_conds or pass_conds)
     sigmas = samplers.sigmas_used(kwargs, schedule)
     plan = plan_switch(run.settings, len(sigmas) - 1)
     point = samplers.switch_point_for(p.sampler, sigmas, plan.base_steps, float(kwargs.get("eta", 1.0)))
@@ -178,7 +202,7 @@ def _sample_with_refiner(p, run: RefinerRun, func, model, x, args, kwargs, sched
         with unet_handoff(
             UNetSlot(sd_model.model, "diffusion_model"), refiner_source, point, on_switch=placement.on_switch
         ) as handoff:
-            run.active = ActivePass(handoff, plan, run.spec, empty, placement)
+            run.active = ActivePass(handoff, plan, run.spec, empty, placement, own_conds)
             try:
                 return func(route_model(model, handoff), x, *args, **kwargs)
             finally:

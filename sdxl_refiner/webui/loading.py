@@ -39,6 +39,7 @@ class RefinerResources:
 
     cache: RefinerCache
     encoder_checks: dict[tuple, bool] = field(default_factory=dict)
+    own_encoders: dict = field(default_factory=dict)
 
 
 def resources() -> RefinerResources:
@@ -137,7 +138,7 @@ def _text_encoder_tensors(path: str, prefixes: tuple[str, ...]) -> dict[str, tor
     return found or None
 
 
-def check_text_encoders(base_path: str, refiner_path: str, kind: str, checks: dict[tuple, bool]) -> None:
+def text_encoders_match(base_path: str, refiner_path: str, kind: str, checks: dict[tuple, bool]) -> bool:
     """Slicing the base's conds is exact only when the refiner's text encoder is the base's.
 
     A refiner-type file must hold the base's second encoder; a base-type one both encoders.
@@ -150,14 +151,16 @@ def check_text_encoders(base_path: str, refiner_path: str, kind: str, checks: di
         base = _text_encoder_tensors(base_path, base_prefixes)
         refiner = _text_encoder_tensors(refiner_path, refiner_prefixes)
         checks[key] = base is not None and refiner is not None and text_encoders_identical(base, refiner)
-    if not checks[key]:
-        raise ConditioningError(
-            f"SDXL Refiner checkpoint {os.path.basename(refiner_path)!r}: its text encoder is not the one of the "
-            f"base {os.path.basename(base_path)!r} (or a file has none to compare, or is not .safetensors), so "
-            "the base's conditioning cannot be handed to it. Encoding prompts with a different refiner text "
-            "encoder is not supported; use the refiner released with this base (the SDXL 1.0 base and refiner "
-            "share it)."
-        )
+    return checks[key]
+
+
+def text_encoder_refused(base_path: str, refiner_path: str, why: str) -> ConditioningError:
+    return ConditioningError(
+        f"SDXL Refiner checkpoint {os.path.basename(refiner_path)!r}: its text encoder is not the one of the "
+        f"base {os.path.basename(base_path)!r}, and {why}. Use the refiner released with this base (the SDXL "
+        "1.0 base and refiner share their text encoder), or a refiner-type checkpoint in .safetensors whose "
+        "OpenCLIP encoder has the base's architecture."
+    )
 
 
 def placement(refiner_bytes: int) -> Placement:

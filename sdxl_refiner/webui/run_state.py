@@ -28,6 +28,7 @@ class ActivePass:
     spec: RefinerCondSpec
     empty_prompt: Any
     memory: Any = None
+    own_conds: tuple | None = None
 
 
 @dataclass
@@ -41,6 +42,7 @@ class RefinerRun:
     spec: RefinerCondSpec | None = None
     pending: PendingRefiner | None = None
     placement: Placement | None = None
+    own_text: Any = None
     notes: list[str] = field(default_factory=list)
     active: ActivePass | None = None
     passes_run: int = 0

@@ -1,0 +1,114 @@
+"""Prompts encoded with the refiner's own text encoder, when it is not the base's.
+
+The refiner's encoder has the architecture of the base's second one (OpenCLIP ViT-bigG), so its
+weights are pointed into that module for the length of one encoding and the WebUI's own prompt
+machinery runs as usual: emphasis, BREAK, textual inversion, prompt editing, AND. The base's
+first encoder runs too; its channels and the target-size embedding are cut away afterwards like
+any base cond. Results are cached per prompt; the WebUI's own cond cache is never touched, so a
+later base-only generation cannot receive refiner-encoded conds.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from contextlib import contextmanager
+
+import torch
+from safetensors import safe_open
+
+from sdxl_refiner.residency import file_identity, tensors_swapped_in
+
+REFINER_ENCODER_PREFIX = "conditioner.embedders.0."
+CACHED_PROMPTS = 16
+
+
+def second_text_encoder(sd_model) -> torch.nn.Module | None:
+    """The base conditioner's OpenCLIP embedder (unwrapped from the WebUI's hijack wrapper)."""
+    for embedder in getattr(sd_model.conditioner, "embedders", []):
+        inner = getattr(embedder, "wrapped", embedder)
+        model = getattr(inner, "model", None)
+        if model is not None and hasattr(model, "ln_final"):
+            return inner
+    return None
+
+
+def refiner_encoder_tensors(path: str) -> dict[str, torch.Tensor]:
+    with safe_open(path, framework="pt") as file:
+        return {
+            key[len(REFINER_ENCODER_PREFIX):]: file.get_tensor(key)
+            for key in file.keys()  # noqa: SIM118 - safe_open is not iterable
+            if key.startswith(REFINER_ENCODER_PREFIX + "model.")
+        }
+
+
+def fits(module: torch.nn.Module | None, tensors: dict[str, torch.Tensor]) -> bool:
+    if module is None or not tensors:
+        return False
+    own = module.state_dict(keep_vars=True)
+    return own.keys() == tensors.keys() and all(own[k].shape == tensors[k].shape for k in own)
+
+
+@contextmanager
+def refiner_encoder_in(sd_model, module: torch.nn.Module, tensors: dict[str, torch.Tensor]):
+    """The refiner's weights in the base's encoder module, and the base's back on every exit.
+
+    Under --medvram/--lowvram the WebUI's hooks move the conditioner while it encodes; the GPU is
+    emptied through them before and after, so their bookkeeping never points at swapped tensors.
+    """
+    from modules import lowvram
+
+    low_vram = bool(getattr(sd_model, "lowvram", False))
+    current = module.state_dict(keep_vars=True)
+    placed = {name: tensor.to(device=current[name].device, dtype=current[name].dtype) for name, tensor in tensors.items()}
+    if low_vram:
+        lowvram.send_everything_to_cpu()
+    with tensors_swapped_in(module, placed):
+        try:
+            yield
+        finally:
+            if low_vram:
+                lowvram.send_everything_to_cpu()
+
+
+class OwnTextEncoder:
+    """The refiner's encoder weights (read once per file) and the conds encoded with them."""
+
+    def __init__(self, path: str, tensors: dict[str, torch.Tensor]):
+        self.identity = file_identity(path)
+        self.tensors = tensors
+        self.conds: OrderedDict[tuple, tuple] = OrderedDict()
+
+    def encode(self, p):
+        """This pass's (cond, uncond) as the WebUI builds them, with the refiner's encoder in place."""
+        from modules import devices, prompt_parser, sd_samplers, shared
+
+        hires = bool(getattr(p, "is_hr_pass", False))
+        prompts = (getattr(p, "hr_prompts", None) if hires else None) or p.prompts
+        negatives = (getattr(p, "hr_negative_prompts", None) if hires else None) or p.negative_prompts
+        width = p.hr_upscale_to_x if hires else p.width
+        height = p.hr_upscale_to_y if hires else p.height
+        steps = getattr(p, "firstpass_steps", None) or p.steps
+        hires_steps = None
+        if hires:
+            config = sd_samplers.find_sampler_config(getattr(p, "hr_sampler_name", None) or p.sampler_name)
+            pass_steps = p.hr_second_pass_steps or p.steps
+            hires_steps = config.total_steps(pass_steps) if config else pass_steps
+        key = (tuple(prompts), tuple(negatives), width, height, steps, hires_steps, shared.sd_model.sd_checkpoint_info)
+        if key in self.conds:
+            self.conds.move_to_end(key)
+            return self.conds[key]
+        module = second_text_encoder(shared.sd_model)
+        with refiner_encoder_in(shared.sd_model, module, self.tensors), torch.no_grad(), devices.autocast():
+            cond = prompt_parser.get_multicond_learned_conditioning(
+                shared.sd_model, prompt_parser.SdConditioning(prompts, width=width, height=height), steps, hires_steps
+            )
+            uncond = prompt_parser.get_learned_conditioning(
+                shared.sd_model,
+                prompt_parser.SdConditioning(negatives, width=width, height=height, is_negative_prompt=True),
+                steps,
+                hires_steps,
+            )
+        self.conds[key] = (cond, uncond)
+        while len(self.conds) > CACHED_PROMPTS:
+            self.conds.popitem(last=False)
+        return cond, uncond
