@@ -77,10 +77,12 @@ def test_hires_fix_runs_with_the_refiner_on_both_passes(api):
     assert "SDXL Refiner" in infotext(response)
 
 
-def test_a_refiner_with_its_own_text_encoder_is_refused_with_a_message(api):
-    with pytest.raises(ApiError) as caught:
-        api.txt2img(refiner=ours(REFINER_OWN_TEXT, 20))
-    assert "text encoder" in caught.value.body
+def test_a_refiner_with_its_own_text_encoder_encodes_the_prompts_itself(api):
+    response = api.txt2img(refiner=ours(REFINER_OWN_TEXT, 50), prompt="a (red:1.3) fox BREAK in the snow")
+    assert "own text encoder" in infotext(response)
+    again = api.txt2img(refiner=ours(REFINER_OWN_TEXT, 50), prompt="a (red:1.3) fox BREAK in the snow")
+    assert pixels(again) == pixels(response)
+    assert pixels(api.txt2img()) == pixels(api.txt2img(refiner=ours(REFINER, 0)))
 
 
 def test_a_name_outside_the_checkpoint_list_is_refused(api):
