@@ -22,6 +22,7 @@ def own_encoding(webui, name: str, prompt: str, width: int = 64, height: int = 6
 
 def test_refiner_calls_get_the_pooled_text_of_the_refiners_own_encoder(webui):
     name = write_stranger(webui)
+    assert "model.token_embedding.wrapped.weight" in webui.shared.sd_model.conditioner.embedders[1].state_dict()
     trace = CallTrace()
     trace.attach(cached_refiner(webui, name), "refiner")
     result = refine(webui, webui.txt2img(steps=4, prompt="a red fox"), ui_args(checkpoint=name, steps_percent=50))

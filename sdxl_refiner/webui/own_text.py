@@ -10,6 +10,7 @@ later base-only generation cannot receive refiner-encoded conds.
 
 from __future__ import annotations
 
+import re
 from collections import OrderedDict
 from contextlib import contextmanager
 
@@ -41,10 +42,16 @@ def refiner_encoder_tensors(path: str) -> dict[str, torch.Tensor]:
         }
 
 
+def _file_key(module_key: str) -> str:
+    """The WebUI wraps layers it hijacks (``token_embedding`` becomes ``EmbeddingsWithFixes`` with a
+    ``wrapped`` child): the checkpoint names the layer without that step."""
+    return re.sub(r"(^|\.)wrapped\.", r"\1", module_key)
+
+
 def fits(module: torch.nn.Module | None, tensors: dict[str, torch.Tensor]) -> bool:
     if module is None or not tensors:
         return False
-    own = module.state_dict(keep_vars=True)
+    own = {_file_key(key): value for key, value in module.state_dict(keep_vars=True).items()}
     return own.keys() == tensors.keys() and all(own[k].shape == tensors[k].shape for k in own)
 
 
@@ -59,7 +66,9 @@ def refiner_encoder_in(sd_model, module: torch.nn.Module, tensors: dict[str, tor
 
     low_vram = bool(getattr(sd_model, "lowvram", False))
     current = module.state_dict(keep_vars=True)
-    placed = {name: tensor.to(device=current[name].device, dtype=current[name].dtype) for name, tensor in tensors.items()}
+    placed = {
+        name: tensors[_file_key(name)].to(device=value.device, dtype=value.dtype) for name, value in current.items()
+    }
     if low_vram:
         lowvram.send_everything_to_cpu()
     with tensors_swapped_in(module, placed):

@@ -166,6 +166,8 @@ def load_model(checkpoint_info=None, already_loaded_state_dict=None):
     sd_model.sd_checkpoint_info = checkpoint_info
     shared.opts.data["sd_model_checkpoint"] = checkpoint_info.title
 
+    from modules import sd_hijack
+    sd_hijack.model_hijack.hijack(sd_model)
     lowvram.apply(sd_model)
     sd_model.cond_stage_model_empty_prompt = get_empty_cond(sd_model)
 

@@ -173,7 +173,8 @@ def build_engine(
 
 
 def save_engine(engine: DiffusionEngine, path) -> None:
-    state = {key: value.detach().contiguous() for key, value in engine.state_dict().items()}
+    """Writes the checkpoint layout (without the ``wrapped`` steps the WebUI's hijack adds)."""
+    state = {key.replace(".wrapped.", "."): value.detach().contiguous() for key, value in engine.state_dict().items()}
     save_file(state, str(path))
 
 
