@@ -6,7 +6,7 @@ whose keys are "Refiner" and "Refiner switch at". The WebUI quotes values that h
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from sdxl_refiner.settings import DEFAULT_AESTHETIC_SCORE, DEFAULT_NEGATIVE_AESTHETIC_SCORE, Settings
@@ -19,6 +19,7 @@ KEY_STEPS_PERCENT = "SDXL Refiner steps"
 KEY_START_STEP = "SDXL Refiner start step"
 KEY_START_STEP_PERCENTAGE = "SDXL Refiner start at"
 KEY_SPLIT = "SDXL Refiner split"
+KEY_HIRES_SPLIT = "SDXL Refiner hires split"
 KEY_AESTHETIC_SCORE = "SDXL Refiner aesthetic score"
 KEY_NEGATIVE_AESTHETIC_SCORE = "SDXL Refiner negative aesthetic score"
 KEY_HIRES_PASS = "SDXL Refiner hires pass"
@@ -40,9 +41,13 @@ def format_number(value: float) -> str:
 
 
 def infotext_params(
-    settings: Settings, *, checkpoint_title: str, plan: SwitchPlan | None
+    settings: Settings, *, checkpoint_title: str, plan: SwitchPlan | None, hires_pass_run: bool = False
 ) -> dict[str, str]:
-    """Keys to add to the image's parameters; empty when the refiner changed nothing."""
+    """Keys to add to the image's parameters; empty when the refiner changed nothing.
+
+    Hires fix's second pass writes its split under its own key, so that with both passes
+    refined the image tells what each of them did.
+    """
     if settings.refiner_off or (plan is not None and not plan.active):
         return {}
     params = {KEY_CHECKPOINT: checkpoint_title}
@@ -53,7 +58,8 @@ def infotext_params(
     elif settings.start_step_percentage is not None:
         params[KEY_START_STEP_PERCENTAGE] = f"{format_number(settings.start_step_percentage)}%"
     if plan is not None:
-        params[KEY_SPLIT] = f"base {plan.base_steps} / refiner {plan.refiner_steps}"
+        split_key = KEY_HIRES_SPLIT if hires_pass_run else KEY_SPLIT
+        params[split_key] = f"base {plan.base_steps} / refiner {plan.refiner_steps}"
     if settings.aesthetic_score != DEFAULT_AESTHETIC_SCORE:
         params[KEY_AESTHETIC_SCORE] = format_number(settings.aesthetic_score)
     if settings.negative_aesthetic_score != DEFAULT_NEGATIVE_AESTHETIC_SCORE:
@@ -63,6 +69,15 @@ def infotext_params(
     if plan is not None and plan.notes:
         params[KEY_NOTES] = "; ".join(plan.notes)
     return params
+
+
+def joined_notes(existing: object, notes: Sequence[str]) -> str:
+    """Notes already in the infotext followed by new ones, each once (hires fix writes twice)."""
+    text = str(existing) if existing else ""
+    for note in notes:
+        if note and f"; {note}; " not in f"; {text}; ":
+            text = f"{text}; {note}" if text else note
+    return text
 
 
 def _read_number(text: object, *, percent: bool) -> object:
@@ -87,7 +102,8 @@ def settings_from_infotext(params: Mapping[str, object]) -> dict[str, object] | 
     """Named values for :func:`sdxl_refiner.settings.from_named`; None when none of our keys is there.
 
     Absent optional keys come back as their fixed defaults, so a paste restores every field
-    rather than leaving what the panel held before.
+    rather than leaving what the panel held before. The splits and notes describe what ran and
+    are not settings: they are read past.
     """
     ours = {key: value for key, value in params.items() if isinstance(key, str) and key.startswith(KEY_CHECKPOINT)}
     if not ours:

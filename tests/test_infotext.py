@@ -16,9 +16,11 @@ from sdxl_refiner.infotext import (
     KEY_AESTHETIC_SCORE,
     KEY_CHECKPOINT,
     KEY_HIRES_PASS,
+    KEY_HIRES_SPLIT,
     KEY_SPLIT,
     KEY_STEPS_PERCENT,
     infotext_params,
+    joined_notes,
     settings_from_builtin_infotext,
     settings_from_infotext,
 )
@@ -122,6 +124,27 @@ def test_the_split_and_notes_come_from_the_plan() -> None:
     assert infotext_params(ON, checkpoint_title=CKPT, plan=inactive) == {}
     noted = schedule.SwitchPlan(steps=30, base_steps=24, notes=("one", "two"))
     assert infotext_params(ON, checkpoint_title=CKPT, plan=noted)["SDXL Refiner notes"] == "one; two"
+
+
+@given(enabled_settings(), st.integers(min_value=1, max_value=150), st.integers(min_value=1, max_value=150))
+def test_both_hires_passes_write_their_own_split_and_parse_back(settings: Settings, steps: int, hires_steps: int) -> None:
+    schedule = pytest.importorskip("sdxl_refiner.schedule")
+    written: dict[str, str] = {}
+    for pass_steps, hires in ((steps, False), (hires_steps, True)):
+        plan = schedule.plan_switch(settings, pass_steps)
+        written.update(infotext_params(settings, checkpoint_title=settings.checkpoint, plan=plan, hires_pass_run=hires))
+        if plan.active:
+            key = KEY_HIRES_SPLIT if hires else KEY_SPLIT
+            assert written[key] == f"base {plan.base_steps} / refiner {plan.refiner_steps}"
+    named = settings_from_infotext(read_line(write_line(written)))
+    assert named is None if not written else from_named(named) == settings
+
+
+def test_notes_of_two_passes_are_joined_each_once() -> None:
+    assert joined_notes(None, ["one", "two"]) == "one; two"
+    assert joined_notes("one; two", ["two", "three", ""]) == "one; two; three"
+    assert joined_notes("a; b", ["a; b"]) == "a; b"
+    assert joined_notes("", []) == ""
 
 
 def test_infotext_without_our_keys_gives_none() -> None:

@@ -128,3 +128,26 @@ def test_timestep_samplers_switch_after_the_base_steps_of_their_own_loop(webui, 
     names = trace.names()
     assert names.index("refiner") == first_refiner_call
     assert names[first_refiner_call:] == ["refiner"] * (len(names) - first_refiner_call)
+
+
+def test_dpm_fast_that_never_reaches_the_switch_says_the_refiner_did_not_run(webui, capsys):
+    webui.write_pair()
+    trace = CallTrace()
+    trace.attach(cached_refiner(webui), "refiner")
+    p = webui.txt2img(sampler_name="DPM fast", steps=4)
+    result = refine(webui, p, ui_args(steps_percent=20))
+    assert not trace.calls
+    notes = p.extra_generation_params["SDXL Refiner notes"]
+    assert "DPM fast" in notes and "refiner did not run" in notes and "more steps" in notes
+    assert "refiner did not run" in result.infotexts[0]
+    assert "DPM fast" in capsys.readouterr().out
+
+
+def test_dpm_fast_that_reaches_the_switch_adds_no_note(webui):
+    webui.write_pair()
+    trace = CallTrace()
+    trace.attach(cached_refiner(webui), "refiner")
+    p = webui.txt2img(sampler_name="DPM fast", steps=10)
+    refine(webui, p, ui_args(steps_percent=20))
+    assert trace.calls
+    assert "SDXL Refiner notes" not in p.extra_generation_params

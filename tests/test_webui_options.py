@@ -112,3 +112,25 @@ def test_img2img_with_batch_count_reuses_one_sampler_without_stacking_wrappers(w
     assert trace.names().count("refiner") == 2 * 3
     assert not hasattr(p.sampler.func, "__sdxl_refiner_original__")
     assert "get_sigmas" not in vars(p.sampler)
+
+
+def test_hires_fix_on_both_passes_writes_each_passes_split_and_pastes_back(webui):
+    from sdxl_refiner.infotext import settings_from_infotext
+    from sdxl_refiner.settings import from_named
+
+    webui.write_pair()
+    p = webui.txt2img(steps=6, enable_hr=True, hr_second_pass_steps=4, denoising_strength=0.5)
+    refine(webui, p, ui_args(steps_percent=50, hires_pass="both"))
+    params = p.extra_generation_params
+    assert params["SDXL Refiner split"] == "base 3 / refiner 3"
+    assert params["SDXL Refiner hires split"] == "base 2 / refiner 2"
+    pasted = from_named(settings_from_infotext(params))
+    assert (pasted.steps_percent, pasted.hires_pass) == (50, "both")
+
+
+@pytest.mark.parametrize(("hires_pass", "keys"), [("first", {"SDXL Refiner split"}), ("second", {"SDXL Refiner hires split"})])
+def test_hires_fix_on_one_pass_writes_only_that_passes_split(webui, hires_pass, keys):
+    webui.write_pair()
+    p = webui.txt2img(steps=4, enable_hr=True, hr_second_pass_steps=4, denoising_strength=0.5)
+    refine(webui, p, ui_args(steps_percent=50, hires_pass=hires_pass))
+    assert {key for key in p.extra_generation_params if key.endswith("split")} == keys

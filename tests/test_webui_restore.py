@@ -55,6 +55,20 @@ def test_interrupt_or_skip_after_the_switch_puts_the_base_back(webui, flag):
     assert torch.equal(webui.run(webui.txt2img(seed=21)).samples[0], clean)
 
 
+@pytest.mark.parametrize("flag", ["interrupted", "skipped"])
+def test_a_pass_stopped_before_the_switch_reports_no_missed_switch(webui, flag):
+    webui.write_pair()
+
+    def stop_at_once(params):
+        setattr(webui.shared.state, flag, True)
+
+    webui.script_callbacks.on_cfg_denoiser(stop_at_once)
+    p = webui.txt2img(steps=10)
+    refine(webui, p, ui_args(steps_percent=50))
+    assert p.sdxl_refiner_run.passes_run == 1
+    assert "refiner did not run" not in p.extra_generation_params.get("SDXL Refiner notes", "")
+
+
 def test_an_error_in_a_refiner_step_propagates_and_puts_the_base_back(webui):
     webui.write_pair()
     before = snapshot(webui)

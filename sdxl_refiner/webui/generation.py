@@ -14,7 +14,7 @@ from pathlib import Path
 
 from sdxl_refiner.errors import RefinerError, SettingsError
 from sdxl_refiner.handoff import UNetSlot, route_model, unet_handoff
-from sdxl_refiner.infotext import KEY_CHECKPOINT, KEY_NOTES, infotext_params
+from sdxl_refiner.infotext import KEY_CHECKPOINT, KEY_NOTES, infotext_params, joined_notes
 from sdxl_refiner.residency import OffloadedRefiner, file_identity
 from sdxl_refiner.schedule import plan_switch
 from sdxl_refiner.settings import Settings
@@ -204,21 +204,55 @@ def _sample_with_refiner(p, run: RefinerRun, func, model, x, args, kwargs, sched
         ) as handoff:
             run.active = ActivePass(handoff, plan, run.spec, empty, placement, own_conds)
             try:
-                return func(route_model(model, handoff), x, *args, **kwargs)
+                samples = func(route_model(model, handoff), x, *args, **kwargs)
             finally:
                 run.active = None
                 run.passes_run += 1
                 placement.restore()
+            if handoff.switch_missed and not _stopped_by_user(shared.state):
+                _report_missed_switch(p, samplers.sampler_label(p.sampler), plan)
+            return samples
     finally:
         if offloaded is not None:
             offloaded.release()
 
 
 def _write_infotext(p, run: RefinerRun, plan) -> None:
-    params = infotext_params(run.settings, checkpoint_title=run.checkpoint_title, plan=plan)
-    if params and run.notes:
-        params[KEY_NOTES] = "; ".join([*filter(None, [params.get(KEY_NOTES)]), *run.notes])
+    """Once per refined pass; hires fix's second pass adds its own split and notes to the first's."""
+    params = infotext_params(
+        run.settings, checkpoint_title=run.checkpoint_title, plan=plan, hires_pass_run=getattr(p, "is_hr_pass", False)
+    )
+    if not params:
+        return
+    notes = [*filter(None, [params.pop(KEY_NOTES, None)]), *run.notes]
     p.extra_generation_params.update(params)
+    _add_notes(p, notes)
+
+
+def _add_notes(p, notes: list[str]) -> None:
+    text = joined_notes(p.extra_generation_params.get(KEY_NOTES), notes)
+    if text:
+        p.extra_generation_params[KEY_NOTES] = text
+
+
+def _stopped_by_user(state) -> bool:
+    return any(getattr(state, flag, False) for flag in ("interrupted", "skipped", "stopping_generation"))
+
+
+def missed_switch_note(sampler_label: str, plan) -> str:
+    """Why a planned refiner did not run, and what gets it to run."""
+    return (
+        f"{sampler_label} never came down to the switch sigma in {plan.steps} steps, so the refiner did not run"
+        f" (planned {plan.refiner_steps} of them): use more steps, a larger refiner share, or another sampler"
+    )
+
+
+def _report_missed_switch(p, sampler_label: str, plan) -> None:
+    note = missed_switch_note(sampler_label, plan)
+    if getattr(p, "is_hr_pass", False):
+        note = f"hires pass: {note}"
+    print(f"SDXL Refiner: {note}.")
+    _add_notes(p, [note])
 
 
 def finish(p) -> None:
