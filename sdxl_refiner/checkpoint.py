@@ -379,6 +379,10 @@ def infer_unet_config(
 # ---------------------------------------------------------------------------------------------
 # Classification
 
+_OLDER_FAMILIES = (
+    (SD1_TEXT_PREFIX, CheckpointKind.SD1, "SD 1.x"),
+    (SD2_TEXT_PREFIX, CheckpointKind.SD2, "SD 2.x"),
+)
 _NOT_SDXL_LATENT = (
     "works in another latent space and cannot refine an SDXL image; "
     "choose an SDXL refiner or an SDXL base-type checkpoint"
@@ -430,20 +434,10 @@ def classify_shapes(path: Path, shapes: Mapping[str, Sequence[int]]) -> Checkpoi
 
     in_channels = unet["input_blocks.0.0.weight"][1]
     context = next((shape[1] for key, shape in unet.items() if key.endswith("attn2.to_k.weight")), None)
-    if any(key.startswith(SD1_TEXT_PREFIX) for key in shapes):
-        return CheckpointInfo(
-            path,
-            CheckpointKind.SD1,
-            f"{path.name} is an SD 1.x checkpoint (context {context}); it {_NOT_SDXL_LATENT}",
-            None,
-        )
-    if any(key.startswith(SD2_TEXT_PREFIX) for key in shapes):
-        return CheckpointInfo(
-            path,
-            CheckpointKind.SD2,
-            f"{path.name} is an SD 2.x checkpoint (context {context}); it {_NOT_SDXL_LATENT}",
-            None,
-        )
+    for prefix, kind, family in _OLDER_FAMILIES:
+        if any(key.startswith(prefix) for key in shapes):
+            reason = f"{path.name} is an {family} checkpoint (context {context}); it {_NOT_SDXL_LATENT}"
+            return CheckpointInfo(path, kind, reason, None)
 
     try:
         config = infer_unet_config(unet)

@@ -30,6 +30,9 @@ from sdxl_refiner.errors import CheckpointError, SettingsError
 DEFAULT_HEADROOM_BYTES = 2 * 2**30
 
 Build = Callable[[UNetConfig], torch.nn.Module]
+FilePath = str | os.PathLike
+Device = str | torch.device
+LoadDtype = torch.dtype | None  # None keeps each tensor's dtype from the file
 
 
 class Residency(str, enum.Enum):
@@ -90,7 +93,7 @@ class Placement:
     prefetch: bool
 
 
-def placement_for(residency: Residency, compute_device: str | torch.device) -> Placement:
+def placement_for(residency: Residency, compute_device: Device) -> Placement:
     compute = torch.device(compute_device)
     if compute.type != "cuda":
         return Placement(str(compute), str(compute), pin_memory=False, prefetch=False)
@@ -103,14 +106,14 @@ def placement_for(residency: Residency, compute_device: str | torch.device) -> P
 class DeviceInfo(Protocol):
     def cuda_available(self) -> bool: ...
 
-    def free_bytes(self, device: str | torch.device) -> int | None: ...
+    def free_bytes(self, device: Device) -> int | None: ...
 
 
 class TorchDeviceInfo:
     def cuda_available(self) -> bool:
         return torch.cuda.is_available()
 
-    def free_bytes(self, device: str | torch.device) -> int | None:
+    def free_bytes(self, device: Device) -> int | None:
         device = torch.device(device)
         if device.type != "cuda" or not torch.cuda.is_available():
             return None
@@ -178,9 +181,7 @@ class DeviceCopy:
         return sum(tensor.numel() * tensor.element_size() for tensor in self._tensors.values())
 
 
-def start_device_copy(
-    module: torch.nn.Module, device: str | torch.device, ops: StreamOps | None = None
-) -> DeviceCopy:
+def start_device_copy(module: torch.nn.Module, device: Device, ops: StreamOps | None = None) -> DeviceCopy:
     """Queues the copy on a side stream and returns at once; from pinned memory it overlaps the
     base's steps, which keep running on the default stream."""
     ops = ops or CudaStreamOps()
@@ -228,7 +229,7 @@ class FileIdentity:
     mtime_ns: int
 
 
-def file_identity(path: str | os.PathLike) -> FileIdentity:
+def file_identity(path: FilePath) -> FileIdentity:
     resolved = Path(path).expanduser().resolve()
     try:
         stat = resolved.stat()
@@ -285,7 +286,7 @@ class OffloadedRefiner:
     (on every exit). A load error surfaces from ``at_switch`` as CheckpointError.
     """
 
-    def __init__(self, pending: PendingRefiner, device: str | torch.device, ops: StreamOps | None = None):
+    def __init__(self, pending: PendingRefiner, device: Device, ops: StreamOps | None = None):
         self._pending = pending
         self._device = torch.device(device)
         self._ops = ops
@@ -380,25 +381,13 @@ class RefinerCache:
                 self._entries.popitem(last=False)
 
     def get(
-        self,
-        path: str | os.PathLike,
-        build: Build,
-        dtype: torch.dtype | None,
-        device: str | torch.device = "cpu",
-        *,
-        pin_memory: bool = False,
+        self, path: FilePath, build: Build, dtype: LoadDtype, device: Device = "cpu", *, pin_memory: bool = False
     ) -> torch.nn.Module:
         """The refiner UNet for this file, loaded now unless cached (or already loading)."""
         return self._request(path, build, dtype, device, pin_memory, background=False).result()
 
     def start_loading(
-        self,
-        path: str | os.PathLike,
-        build: Build,
-        dtype: torch.dtype | None,
-        device: str | torch.device = "cpu",
-        *,
-        pin_memory: bool = False,
+        self, path: FilePath, build: Build, dtype: LoadDtype, device: Device = "cpu", *, pin_memory: bool = False
     ) -> PendingRefiner:
         """Starts the load in a background thread (at the start of a generation) so the switch only
         waits for what is left of it; every error, even a missing file, comes out of ``result``."""

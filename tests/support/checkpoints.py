@@ -182,14 +182,8 @@ def write_pickle_checkpoint(path: str | os.PathLike, kind: Kind = "refiner", **o
 _HEADER_DTYPES = {torch.float16: "F16", torch.bfloat16: "BF16", torch.float32: "F32"}
 
 
-def write_sparse_checkpoint(
-    path: str | os.PathLike, shapes: Mapping[str, Sequence[int]], dtype: torch.dtype = torch.float16
-) -> Path:
-    """A safetensors file with the given tensors at full size whose data region is a hole.
-
-    Released-size layouts (gigabytes) cost no disk and no time this way; a reader that touches
-    tensor data gets zeros, one that reads only the header is exactly what is being tested.
-    """
+def _packed_header(shapes: Mapping[str, Sequence[int]], dtype: torch.dtype) -> tuple[bytes, int]:
+    """The padded JSON header of a file holding ``shapes`` in ``dtype``, and its data size."""
     element = torch.empty((), dtype=dtype).element_size()
     header: dict[str, object] = {"__metadata__": {"format": "pt"}}
     offset = 0
@@ -202,12 +196,23 @@ def write_sparse_checkpoint(
         }
         offset += nbytes
     encoded = json.dumps(header, separators=(",", ":")).encode()
-    encoded += b" " * (-len(encoded) % 8)
+    return encoded + b" " * (-len(encoded) % 8), offset
+
+
+def write_sparse_checkpoint(
+    path: str | os.PathLike, shapes: Mapping[str, Sequence[int]], dtype: torch.dtype = torch.float16
+) -> Path:
+    """A safetensors file with the given tensors at full size whose data region is a hole.
+
+    Released-size layouts (gigabytes) cost no disk and no time this way; a reader that touches
+    tensor data gets zeros, one that reads only the header is exactly what is being tested.
+    """
+    encoded, data_bytes = _packed_header(shapes, dtype)
     path = Path(path)
     with path.open("wb") as file:
         file.write(struct.pack("<Q", len(encoded)))
         file.write(encoded)
-        file.truncate(8 + len(encoded) + offset)
+        file.truncate(8 + len(encoded) + data_bytes)
     return path
 
 
@@ -221,26 +226,14 @@ def write_filled_checkpoint(
 ) -> Path:
     """Like ``write_sparse_checkpoint`` but every tensor byte is written (a repeated random block),
     streamed so that files of many gigabytes need no more memory than one block."""
-    element = torch.empty((), dtype=dtype).element_size()
-    header: dict[str, object] = {"__metadata__": {"format": "pt"}}
-    offset = 0
-    for key in sorted(shapes):
-        nbytes = math.prod(shapes[key]) * element
-        header[key] = {
-            "dtype": _HEADER_DTYPES[dtype],
-            "shape": list(shapes[key]),
-            "data_offsets": [offset, offset + nbytes],
-        }
-        offset += nbytes
-    encoded = json.dumps(header, separators=(",", ":")).encode()
-    encoded += b" " * (-len(encoded) % 8)
+    encoded, data_bytes = _packed_header(shapes, dtype)
     generator = torch.Generator().manual_seed(seed)
     block = (torch.rand(block_bytes // 2, generator=generator) * 2 - 1).to(torch.float16).numpy().tobytes()
     path = Path(path)
     with path.open("wb") as file:
         file.write(struct.pack("<Q", len(encoded)))
         file.write(encoded)
-        remaining = offset
+        remaining = data_bytes
         while remaining:
             chunk = min(remaining, len(block))
             file.write(block[:chunk])
