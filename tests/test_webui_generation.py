@@ -7,7 +7,7 @@ import torch
 
 from sdxl_refiner.conditioning import timestep_embedding
 from sdxl_refiner.schedule import switch_point
-from tests.standin.refiner_runs import CallTrace, cached_refiner, refine, ui_args
+from tests.standin.refiner_runs import CallTrace, cached_refiner, refine, traced, ui_args
 
 ALL_SWITCHABLE = ["Euler", "Euler a", "LMS", "Heun", "DPM2", "DPM2 a", "DPM++ 2S a", "DPM++ SDE",
                   "DPM++ 2M", "DPM++ 2M SDE", "DPM++ 2M SDE Heun", "DPM++ 3M SDE", "LCM", "DDIM", "PLMS"]
@@ -38,9 +38,7 @@ def test_refiner_with_the_base_weights_gives_the_image_of_base_only_bit_for_bit(
 @pytest.mark.parametrize("sampler", ["Euler", "Heun", "DPM++ 2M SDE", "DPM2 a"])
 def test_the_refiner_takes_every_call_from_the_first_refiner_step_on_and_none_before(webui, sampler):
     webui.write_pair()
-    trace = CallTrace()
-    trace.attach(webui.shared.sd_model.model.diffusion_model, "base")
-    trace.attach(cached_refiner(webui), "refiner")
+    trace = traced(webui)
     p = webui.txt2img(sampler_name=sampler, steps=10)
     refine(webui, p, ui_args(steps_percent=30))
     names = trace.names()
@@ -51,9 +49,7 @@ def test_the_refiner_takes_every_call_from_the_first_refiner_step_on_and_none_be
 
 def test_the_switch_call_is_the_one_the_plan_names_for_the_schedule_actually_run(webui):
     webui.write_pair()
-    trace = CallTrace()
-    trace.attach(webui.shared.sd_model.model.diffusion_model, "base")
-    trace.attach(cached_refiner(webui), "refiner")
+    trace = traced(webui)
     p = webui.txt2img(sampler_name="Heun", steps=8)
     sampler = webui.sd_samplers.create_sampler("Heun", webui.shared.sd_model)
     sigmas = sampler.get_sigmas(p, 8)
@@ -64,9 +60,7 @@ def test_the_switch_call_is_the_one_the_plan_names_for_the_schedule_actually_run
 
 def test_refiner_calls_get_the_refiner_widths_and_the_aesthetic_scores(webui):
     webui.write_pair()
-    trace = CallTrace()
-    trace.attach(webui.shared.sd_model.model.diffusion_model, "base")
-    trace.attach(cached_refiner(webui), "refiner")
+    trace = traced(webui)
     refine(webui, webui.txt2img(steps=5, batch_size=2), ui_args(steps_percent=40, aesthetic_score=7.0, negative_aesthetic_score=1.5))
     widths = {name: (context, vector) for name, _, context, vector in trace.calls}
     refiner_unet = cached_refiner(webui)
@@ -98,9 +92,7 @@ def test_refined_image_differs_from_base_only_and_repeats_exactly(webui):
 
 def test_dpm_adaptive_switches_once_by_sigma_and_never_back(webui):
     webui.write_pair()
-    trace = CallTrace()
-    trace.attach(webui.shared.sd_model.model.diffusion_model, "base")
-    trace.attach(cached_refiner(webui), "refiner")
+    trace = traced(webui)
     refine(webui, webui.txt2img(sampler_name="DPM fast", steps=6), ui_args(steps_percent=50))
     names = trace.names()
     first = names.index("refiner")
@@ -119,9 +111,7 @@ def test_the_infotext_names_the_refiner_and_the_split(webui):
 @pytest.mark.parametrize(("sampler", "first_refiner_call"), [("DDIM", 7), ("PLMS", 8)])
 def test_timestep_samplers_switch_after_the_base_steps_of_their_own_loop(webui, sampler, first_refiner_call):
     webui.write_pair()
-    trace = CallTrace()
-    trace.attach(webui.shared.sd_model.model.diffusion_model, "base")
-    trace.attach(cached_refiner(webui), "refiner")
+    trace = traced(webui)
     p = webui.txt2img(sampler_name=sampler, steps=11)
     refine(webui, p, ui_args(steps_percent=40))
     assert p.extra_generation_params["SDXL Refiner split"] == "base 7 / refiner 4"  # 12 timesteps: 11 steps
@@ -132,11 +122,10 @@ def test_timestep_samplers_switch_after_the_base_steps_of_their_own_loop(webui, 
 
 def test_dpm_fast_that_never_reaches_the_switch_says_the_refiner_did_not_run(webui, capsys):
     webui.write_pair()
-    trace = CallTrace()
-    trace.attach(cached_refiner(webui), "refiner")
+    trace = traced(webui)
     p = webui.txt2img(sampler_name="DPM fast", steps=4)
     result = refine(webui, p, ui_args(steps_percent=20))
-    assert not trace.calls
+    assert "refiner" not in trace.names() and "base" in trace.names()
     notes = p.extra_generation_params["SDXL Refiner notes"]
     assert "DPM fast" in notes and "refiner did not run" in notes and "more steps" in notes
     assert "refiner did not run" in result.infotexts[0]
@@ -145,9 +134,8 @@ def test_dpm_fast_that_never_reaches_the_switch_says_the_refiner_did_not_run(web
 
 def test_dpm_fast_that_reaches_the_switch_adds_no_note(webui):
     webui.write_pair()
-    trace = CallTrace()
-    trace.attach(cached_refiner(webui), "refiner")
+    trace = traced(webui)
     p = webui.txt2img(sampler_name="DPM fast", steps=10)
     refine(webui, p, ui_args(steps_percent=20))
-    assert trace.calls
+    assert "refiner" in trace.names()
     assert "SDXL Refiner notes" not in p.extra_generation_params

@@ -5,16 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.standin.refiner_runs import CallTrace, cached_refiner, refine, ui_args
+from tests.standin.refiner_runs import refine, traced, ui_args
 
 LONG_PROMPT = " ".join(f"word{i}" for i in range(90))
-
-
-def traced(webui) -> CallTrace:
-    trace = CallTrace()
-    trace.attach(webui.shared.sd_model.model.diffusion_model, "base")
-    trace.attach(cached_refiner(webui), "refiner")
-    return trace
 
 
 @pytest.mark.parametrize(("denoising", "fix_steps", "steps_run"), [(0.5, False, 6), (0.3, False, 4), (0.5, True, 10)])

@@ -55,6 +55,14 @@ def cached_refiner(webui, name: str = "refiner.safetensors") -> torch.nn.Module:
     return loading.resources().cache.get(path, loading.build_unet, webui.devices.dtype_unet, "cpu")
 
 
+def traced(webui) -> CallTrace:
+    """A trace of the loaded base UNet's calls and the cached refiner's, named "base" and "refiner"."""
+    trace = CallTrace()
+    trace.attach(webui.shared.sd_model.model.diffusion_model, "base")
+    trace.attach(cached_refiner(webui), "refiner")
+    return trace
+
+
 def refine(webui, p, args: list | None = None, script=None):
     """Runs ``p`` with the extension's script attached; returns the Processed result."""
     script = script or load_script()
