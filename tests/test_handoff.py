@@ -7,7 +7,6 @@ from collections import Counter
 
 import pytest
 import torch
-from k_diffusion import sampling
 
 from sdxl_refiner.conditioning import RefinerCondSpec, refiner_conditioning
 from sdxl_refiner.handoff import UNetSlot, route_model, unet_handoff
@@ -53,14 +52,15 @@ def sample(sampler, base, sigmas, extra_args, seed, callback=None, shape=(1, 4, 
 
 
 def sample_with_handoff(sampler, base, refiner, spec, sigmas, base_steps, extra_args, seed,
-                        callback=None, log=None, shape=(1, 4, 8, 8)):
+                        callback=None, log=None, shape=(1, 4, 8, 8), **options):
     sd_model, cfg = build_stack(base)
     slot = UNetSlot(sd_model.model, "diffusion_model")
-    with unet_handoff(slot, refiner, switch_point(sampler, sigmas, base_steps)) as handoff:
+    point = switch_point(sampler, sigmas, base_steps, eta=options.get("eta", 1.0))
+    with unet_handoff(slot, refiner, point) as handoff:
         model = route_model(cfg, handoff, refiner_args(extra_args, spec))
         if log is not None:
             model = traced(model, log)
-        out = run_sampler(sampler, model, sigmas, extra_args, seed, callback=callback, shape=shape)
+        out = run_sampler(sampler, model, sigmas, extra_args, seed, callback=callback, shape=shape, options=options)
     assert slot.get() is base
     assert not handoff.switch_missed
     return out
@@ -186,15 +186,8 @@ def test_churn_raises_the_sigma_of_the_switch_call_but_not_the_step_it_switches_
     sigmas = automatic_sigmas(steps)
     log: list[tuple[str, object]] = []
     base, refiner = NamedUNet(base_unet(), "base", log), NamedUNet(refiner_unet(), "refiner", log)
-    sd_model, cfg = build_stack(base)
-    extra_args = conds()
-    spec = spec_of(refiner.unet, "refiner")
-    with unet_handoff(UNetSlot(sd_model.model, "diffusion_model"), refiner, switch_point(sampler, sigmas, base_steps)) as handoff:
-        model = traced(route_model(cfg, handoff, refiner_args(extra_args, spec)), log)
-        torch.manual_seed(0)
-        x = torch.randn(1, 4, 8, 8) * sigmas[0]
-        getattr(sampling, f"sample_{sampler}")(model, x, sigmas, extra_args=extra_args, callback=step_logger(log),
-                                               disable=True, s_churn=4.0)
+    sample_with_handoff(sampler, base, refiner, spec_of(refiner.unet, "refiner"), sigmas, base_steps, conds(), 0,
+                        callback=step_logger(log), log=log, s_churn=4.0)
     calls = attribute_calls(log)
     assert [call.unet for call in calls] == ["refiner" if call.step >= base_steps else "base" for call in calls]
     first_refiner_call = next(call for call in calls if call.unet == "refiner")
@@ -208,15 +201,8 @@ def test_ancestral_second_order_samplers_switch_at_step_k_whatever_their_eta(sam
     sigmas = automatic_sigmas(steps)
     log: list[tuple[str, object]] = []
     base, refiner = NamedUNet(base_unet(), "base", log), NamedUNet(refiner_unet(), "refiner", log)
-    sd_model, cfg = build_stack(base)
-    extra_args = conds()
-    point = switch_point(sampler, sigmas, base_steps, eta=eta)
-    with unet_handoff(UNetSlot(sd_model.model, "diffusion_model"), refiner, point) as handoff:
-        model = traced(route_model(cfg, handoff, refiner_args(extra_args, spec_of(refiner.unet, "refiner"))), log)
-        torch.manual_seed(0)
-        x = torch.randn(1, 4, 8, 8) * sigmas[0]
-        getattr(sampling, f"sample_{sampler}")(model, x, sigmas, extra_args=extra_args, callback=step_logger(log),
-                                               disable=True, eta=eta)
+    sample_with_handoff(sampler, base, refiner, spec_of(refiner.unet, "refiner"), sigmas, base_steps, conds(), 0,
+                        callback=step_logger(log), log=log, eta=eta)
     calls = attribute_calls(log)
     assert [call.unet for call in calls] == ["refiner" if call.step >= base_steps else "base" for call in calls]
     per_step = Counter(call.step for call in calls)

@@ -147,12 +147,15 @@ def run_sampler(
     seed: int,
     callback: Callable[[dict], None] | None = None,
     shape: tuple[int, ...] = (1, 4, 8, 8),
+    options: Mapping[str, object] | None = None,
 ) -> torch.Tensor:
-    """One txt2img sampling run, seeded as the WebUI seeds it (global RNG; Brownian tree per image)."""
+    """One txt2img sampling run, seeded as the WebUI seeds it (global RNG; Brownian tree per image).
+
+    ``options`` go to the sampler as they are (``eta``, ``s_churn``)."""
     torch.manual_seed(seed)
     x = torch.randn(shape) * sigmas[0]
     function = getattr(sampling, f"sample_{sampler}")
-    kwargs: dict[str, object] = {}
+    kwargs: dict[str, object] = dict(options or {})
     if sampler in BROWNIAN_SAMPLERS:
         sigma_min, sigma_max = sigmas[sigmas > 0].min(), sigmas.max()
         seeds = [seed + index for index in range(shape[0])]
