@@ -8,7 +8,8 @@
     var USUAL_SHARE_LOW = 10;
     var USUAL_SHARE_HIGH = 30;
     var SIGMA_SWITCH_SAMPLERS = ["DPM fast", "DPM adaptive"];
-    var REFUSED_SAMPLERS = ["DDIM", "DDIM CFG++", "PLMS", "UniPC", "Restart"];
+    // the same list as REFUSED_SAMPLER_LABELS in sdxl_refiner/webui/samplers.py
+    var REFUSED_SAMPLERS = ["DDIM CFG++", "UniPC", "Restart"];
 
     // Steps the sampler really runs: img2img runs int(min(strength, 0.999) * steps) + 1 unless the
     // WebUI option "img2img_fix_steps" is set (sd_samplers_common.setup_img2img_steps).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from sdxl_refiner.webui.options import UNLOAD_ROUTE
+from sdxl_refiner.webui.samplers import REFUSED_SAMPLER_LABELS
 from sdxl_refiner.webui.ui import elem_id
 
 HARNESS = Path(__file__).resolve().parent / "js" / "page_harness.js"
@@ -67,3 +69,10 @@ def test_samplers_the_binding_refuses_are_named_before_generating() -> None:
         "Base: steps 1–24 · Refiner: steps 25–30 — UniPC cannot hand over at a step: "
         "pick Euler, Euler a, DPM++ 2M, DPM++ SDE, Heun or LMS."
     )
+
+
+def test_the_line_names_exactly_the_samplers_the_binding_refuses() -> None:
+    source = (Path(__file__).resolve().parents[1] / "javascript" / "sdxl_refiner.js").read_text(encoding="utf-8")
+    listed = re.search(r"var REFUSED_SAMPLERS = (\[.*?\]);", source)
+    assert listed is not None, "javascript/sdxl_refiner.js no longer declares REFUSED_SAMPLERS"
+    assert tuple(json.loads(listed.group(1))) == REFUSED_SAMPLER_LABELS

@@ -7,10 +7,20 @@ import torch
 
 from sdxl_refiner.conditioning import timestep_embedding
 from sdxl_refiner.schedule import switch_point
+from sdxl_refiner.webui.samplers import REFUSED_SAMPLER_LABELS
 from tests.standin.refiner_runs import CallTrace, cached_refiner, refine, traced, ui_args
 
 ALL_SWITCHABLE = ["Euler", "Euler a", "LMS", "Heun", "DPM2", "DPM2 a", "DPM++ 2S a", "DPM++ SDE",
                   "DPM++ 2M", "DPM++ 2M SDE", "DPM++ 2M SDE Heun", "DPM++ 3M SDE", "LCM", "DDIM", "PLMS"]
+
+
+
+def test_every_sampler_the_webui_lists_is_either_switched_exactly_or_refused(webui):
+    listed = {sampler.name for sampler in webui.sd_samplers.all_samplers}
+    refused = set(REFUSED_SAMPLER_LABELS)
+    assert listed - refused == set(ALL_SWITCHABLE) | {"DPM fast", "DPM adaptive"}
+    assert refused <= listed
+
 
 # samplers that draw noise get more seeds: Brownian-tree and ancestral noise must survive the switch
 MORE_SEEDS = {"Euler a": (3, 4, 5), "DPM++ 2M SDE": (3, 4, 5), "DPM++ SDE": (3, 4)}

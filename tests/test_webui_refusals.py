@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sdxl_refiner.errors import CheckpointError, ConditioningError, PlanError, SettingsError
+from sdxl_refiner.webui.samplers import REFUSED_SAMPLER_LABELS
 from tests.standin.refiner_runs import refine, ui_args
 from tests.support.checkpoints import write_checkpoint
 
@@ -80,7 +81,7 @@ def test_invalid_settings_reach_the_user_from_the_sampling_call(webui):
     assert "140" in message
 
 
-@pytest.mark.parametrize("sampler", ["DDIM CFG++", "UniPC", "Restart"])
+@pytest.mark.parametrize("sampler", REFUSED_SAMPLER_LABELS)
 def test_samplers_whose_switch_cannot_be_placed_exactly_are_refused_with_alternatives(webui, sampler):
     webui.write_pair()
     message = refused(webui, webui.txt2img(sampler_name=sampler, steps=4), ui_args(), PlanError)

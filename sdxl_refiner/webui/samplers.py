@@ -19,6 +19,9 @@ from sdxl_refiner.schedule import SwitchPoint, switch_point, switch_point_from_c
 
 ONE_CALL_PER_STEP = frozenset({"sample_lcm", "ddim"})
 TIMESTEP_SAMPLERS = frozenset({"ddim", "plms"})
+# The WebUI's labels of the samplers refused below; javascript/sdxl_refiner.js names the same ones
+# under the slider before the user generates.
+REFUSED_SAMPLER_LABELS = ("DDIM CFG++", "UniPC", "Restart")
 PICK_INSTEAD = "Pick Euler, Euler a, DPM++ 2M, DPM++ 2M SDE, DPM++ SDE, Heun or LMS"
 
 
