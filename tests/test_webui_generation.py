@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 import torch
 
@@ -116,6 +118,23 @@ def test_the_infotext_names_the_refiner_and_the_split(webui):
     info = webui.checkpoint("refiner.safetensors")
     assert f"SDXL Refiner: {info.short_title}" in result.infotexts[0]
     assert "SDXL Refiner split: base 7 / refiner 3" in result.infotexts[0]
+
+
+def test_the_infotext_carries_the_hash_of_a_refiner_the_webui_had_not_hashed(webui):
+    webui.write_pair()
+    path = webui.models_dir / "refiner.safetensors"
+    assert webui.checkpoint("refiner.safetensors").shorthash is None
+    result = refine(webui, webui.txt2img(steps=4))
+    shorthash = hashlib.sha256(path.read_bytes()).hexdigest()[:10]
+    assert f"SDXL Refiner: refiner [{shorthash}]," in result.infotexts[0]
+    assert webui.checkpoint(f"refiner [{shorthash}]").shorthash == shorthash
+
+
+def test_with_no_hashing_the_infotext_names_the_refiner_without_a_hash(webui):
+    webui.write_pair()
+    webui.shared.cmd_opts.no_hashing = True
+    result = refine(webui, webui.txt2img(steps=4))
+    assert "SDXL Refiner: refiner," in result.infotexts[0]
 
 
 @pytest.mark.parametrize(("sampler", "first_refiner_call"), [("DDIM", 7), ("PLMS", 8)])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 import torch
 
@@ -83,5 +85,29 @@ def test_checkpoint_lookup_accepts_title_name_and_hash_and_refuses_unknown_names
     info = webui.sd_models.get_closet_checkpoint_match("refiner")
     assert info is not None
     assert webui.sd_models.get_closet_checkpoint_match(info.title) is info
+    info.calculate_shorthash()
     assert webui.sd_models.get_closet_checkpoint_match(info.shorthash) is info
+    assert webui.sd_models.get_closet_checkpoint_match(info.title) is info
     assert webui.sd_models.get_closet_checkpoint_match("nothing-like-it") is None
+
+
+def test_a_checkpoint_not_hashed_yet_gets_its_hash_title_and_aliases_from_calculate_shorthash(webui):
+    path = webui.write_checkpoint("sub/refiner.safetensors", "refiner")
+    info = webui.checkpoint("refiner")
+    assert (info.shorthash, info.title, info.short_title) == (None, "sub/refiner.safetensors", "refiner")
+    shorthash = hashlib.sha256(path.read_bytes()).hexdigest()[:10]
+    assert info.calculate_shorthash() == shorthash
+    assert (info.title, info.short_title) == (f"sub/refiner.safetensors [{shorthash}]", f"refiner [{shorthash}]")
+    assert list(webui.sd_models.checkpoints_list) == [info.title]
+    assert webui.sd_models.checkpoint_aliases[f"refiner [{shorthash}]"] is info
+    webui.sd_models.list_models()
+    assert webui.checkpoint("refiner").title == info.title, "the sha256 is cached for the next list refresh"
+    assert webui.module("modules.hashes").calculated == [str(path)]
+
+
+def test_with_no_hashing_a_checkpoint_keeps_its_plain_title(webui):
+    webui.write_checkpoint("refiner.safetensors", "refiner")
+    webui.shared.cmd_opts.no_hashing = True
+    info = webui.checkpoint("refiner")
+    assert info.calculate_shorthash() is None
+    assert (info.shorthash, info.title) == (None, "refiner.safetensors")

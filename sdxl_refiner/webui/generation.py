@@ -57,7 +57,7 @@ def _prepare(p, run: RefinerRun) -> None:
     loading.require_sdxl_base(p.sd_model)
     webui_info = loading.resolve_checkpoint(run.settings.checkpoint)
     info = loading.classify_refiner(webui_info)
-    run.checkpoint_title = webui_info.short_title
+    run.checkpoint_title = loading.hashed_short_title(webui_info)
     run.checkpoint_path = str(webui_info.filename)
     run.spec = loading.cond_spec(p.sd_model, info)
     base_path = str(p.sd_model.sd_checkpoint_info.filename)

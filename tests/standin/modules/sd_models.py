@@ -1,9 +1,10 @@
 """Stand-in of ``modules.sd_models`` (1.10.1): the checkpoint list, name lookup, the model holder.
 
-``CheckpointInfo`` names, titles, hashes and aliases are built as in 1.10.1 (sha256 of the whole
-file). ``load_model`` builds the stand-in SDXL model (``sgm.models.diffusion.DiffusionEngine``)
-from a real safetensors file, applies ``lowvram`` and computes ``cond_stage_model_empty_prompt``.
-Simplified: no config files, no model cache, no VAE handling.
+``CheckpointInfo`` names, titles, hashes and aliases are built as in 1.10.1: the sha256 comes from
+``hashes``' cache, so a checkpoint not hashed yet has no ``shorthash`` and a title without
+``[hash]`` until ``calculate_shorthash`` (loading it does) computes it. ``load_model`` builds the
+stand-in SDXL model (``sgm.models.diffusion.DiffusionEngine``) from a real safetensors file,
+applies ``lowvram`` and computes ``cond_stage_model_empty_prompt``. Simplified: no config files, no model cache, no VAE handling.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import os
 import re
 import threading
 
-from modules import lowvram, script_callbacks, shared
+from modules import hashes, lowvram, script_callbacks, shared
 
 model_path = os.path.abspath("models/Stable-diffusion")
 
@@ -27,12 +28,29 @@ builtin_refiner_switches: list = []
 re_strip_checksum = re.compile(r"\s*\[[^]]+]\s*$")
 
 
-def _sha256(filename):
-    digest = hashlib.sha256()
-    with open(filename, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def replace_key(d, key, new_key, value):
+    keys = list(d.keys())
+    d[new_key] = value
+    if key not in keys:
+        return d
+    index = keys.index(key)
+    keys[index] = new_key
+    new_d = {k: d[k] for k in keys}
+    d.clear()
+    d.update(new_d)
+    return d
+
+
+def model_hash(filename):
+    """The old 8-character hash of 64 KiB at 1 MiB into the file (empty for the tiny test files)."""
+    try:
+        with open(filename, "rb") as file:
+            digest = hashlib.sha256()
+            file.seek(0x100000)
+            digest.update(file.read(0x10000))
+            return digest.hexdigest()[0:8]
+    except FileNotFoundError:
+        return 'NOFILE'
 
 
 class CheckpointInfo:
@@ -51,15 +69,17 @@ class CheckpointInfo:
         self.name = name
         self.name_for_extra = os.path.splitext(os.path.basename(filename))[0]
         self.model_name = os.path.splitext(name.replace("/", "_").replace("\\", "_"))[0]
-        self.sha256 = _sha256(filename)
-        self.hash = self.sha256[0:8]
-        self.shorthash = self.sha256[0:10]
+        self.hash = model_hash(filename)
 
-        self.title = f'{name} [{self.shorthash}]'
-        self.short_title = f'{self.name_for_extra} [{self.shorthash}]'
+        self.sha256 = hashes.sha256_from_cache(self.filename, f"checkpoint/{name}")
+        self.shorthash = self.sha256[0:10] if self.sha256 else None
+
+        self.title = name if self.shorthash is None else f'{name} [{self.shorthash}]'
+        self.short_title = self.name_for_extra if self.shorthash is None else f'{self.name_for_extra} [{self.shorthash}]'
 
         self.ids = [self.hash, self.model_name, self.title, name, self.name_for_extra, f'{name} [{self.hash}]']
-        self.ids += [self.shorthash, self.sha256, f'{self.name} [{self.shorthash}]', f'{self.name_for_extra} [{self.shorthash}]']
+        if self.shorthash:
+            self.ids += [self.shorthash, self.sha256, f'{self.name} [{self.shorthash}]', f'{self.name_for_extra} [{self.shorthash}]']
 
     def register(self):
         checkpoints_list[self.title] = self
@@ -67,6 +87,26 @@ class CheckpointInfo:
             checkpoint_aliases[id] = self
 
     def calculate_shorthash(self):
+        self.sha256 = hashes.sha256(self.filename, f"checkpoint/{self.name}")
+        if self.sha256 is None:
+            return
+
+        shorthash = self.sha256[0:10]
+        if self.shorthash == self.sha256[0:10]:
+            return self.shorthash
+
+        self.shorthash = shorthash
+
+        if self.shorthash not in self.ids:
+            self.ids += [self.shorthash, self.sha256, f'{self.name} [{self.shorthash}]', f'{self.name_for_extra} [{self.shorthash}]']
+
+        old_title = self.title
+        self.title = f'{self.name} [{self.shorthash}]'
+        self.short_title = f'{self.name_for_extra} [{self.shorthash}]'
+
+        replace_key(checkpoints_list, old_title, self.title, self)
+        self.register()
+
         return self.shorthash
 
 

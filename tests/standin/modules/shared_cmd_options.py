@@ -13,4 +13,5 @@ cmd_opts = argparse.Namespace(
     freeze_settings=False,
     no_prompt_history=True,
     api=True,
+    no_hashing=False,
 )
