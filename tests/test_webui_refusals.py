@@ -14,7 +14,10 @@ def refused(webui, p, args, error_type) -> str:
     with pytest.raises(error_type) as caught:
         refine(webui, p, args)
     assert webui.shared.sd_model.model.diffusion_model is base_unet_of(webui)
-    return str(caught.value)
+    message = str(caught.value)
+    for folder in {str(webui.models_dir), str(webui.models_dir.resolve())}:
+        assert folder not in message, "API callers see checkpoint names, not the server's folders"
+    return message
 
 
 def base_unet_of(webui):
@@ -34,14 +37,49 @@ def test_no_checkpoint_chosen_is_refused(webui):
     assert "'checkpoint' is empty" in message
 
 
-@pytest.mark.parametrize("kind", ["sd1", "sd2", "inpaint"])
-def test_a_checkpoint_that_cannot_refine_sdxl_is_refused_before_any_step(webui, kind):
+@pytest.mark.parametrize(("kind", "why"), [
+    ("sd1", "another latent space"), ("sd2", "another latent space"), ("inpaint", "inpainting"),
+])
+def test_a_checkpoint_that_cannot_refine_sdxl_is_refused_before_any_step_saying_each_thing_once(webui, kind, why):
     webui.write_pair()
     write_checkpoint(webui.models_dir / f"{kind}.safetensors", kind)
     webui.sd_models.list_models()
     message = refused(webui, webui.txt2img(), ui_args(checkpoint=f"{kind}.safetensors"), CheckpointError)
-    assert f"{kind}.safetensors" in message
-    assert "cannot refine SDXL" in message
+    assert message.startswith(f"SDXL Refiner checkpoint '{kind}.safetensors' is ")
+    assert message.count(f"{kind}.safetensors") == 1
+    assert why in message
+    assert message.lower().count("choose an sdxl refiner") == 1
+
+
+@pytest.mark.parametrize("given", ["None", "none"])
+def test_a_checkpoint_given_as_none_is_refused_quoting_the_value_given(webui, given):
+    webui.write_pair()
+    message = refused(webui, webui.txt2img(), ui_args(checkpoint=given), CheckpointError)
+    assert f"(checkpoint: {given!r})" in message
+    assert "''" not in message
+
+
+def test_a_corrupt_refiner_in_a_subfolder_is_named_as_the_checkpoint_list_names_it(webui):
+    webui.write_pair()
+    broken = webui.models_dir / "refiners" / "broken.safetensors"
+    broken.parent.mkdir()
+    broken.write_bytes(b"\xff" * 64)
+    webui.sd_models.list_models()
+    message = refused(webui, webui.txt2img(), ui_args(checkpoint="broken"), CheckpointError)
+    assert "'refiners/broken.safetensors'" in message
+
+
+def test_a_refiner_whose_load_fails_is_named_without_its_folder(webui, monkeypatch):
+    from sdxl_refiner.webui import loading
+
+    def out_of_memory(config):
+        raise RuntimeError("not enough memory")
+
+    webui.write_pair()
+    monkeypatch.setattr(loading, "build_unet", out_of_memory)
+    message = refused(webui, webui.txt2img(steps=4), ui_args(), CheckpointError)
+    assert "'refiner.safetensors'" in message
+    assert "not enough memory" in message
 
 
 def test_a_base_that_is_not_sdxl_is_refused(webui):

@@ -50,31 +50,38 @@ def prepare(p, settings: Settings | SettingsError) -> None:
     try:
         _prepare(p, run)
     except RefinerError as error:
-        run.error = error
+        run.error = _for_users(p, run, error)
+
+
+def _for_users(p, run: RefinerRun, error: RefinerError) -> RefinerError:
+    base = getattr(getattr(p, "sd_model", None), "sd_checkpoint_info", None)
+    return loading.with_checkpoint_names(error, (run.checkpoint_info, base))
 
 
 def _prepare(p, run: RefinerRun) -> None:
     loading.require_sdxl_base(p.sd_model)
     webui_info = loading.resolve_checkpoint(run.settings.checkpoint)
+    run.checkpoint_info = webui_info
+    run.checkpoint_path = str(webui_info.filename)
     info = loading.classify_refiner(webui_info)
     run.checkpoint_title = loading.hashed_short_title(webui_info)
-    run.checkpoint_path = str(webui_info.filename)
     run.spec = loading.cond_spec(p.sd_model, info)
     base_path = str(p.sd_model.sd_checkpoint_info.filename)
     if not loading.text_encoders_match(base_path, run.checkpoint_path, run.spec.kind, loading.resources().encoder_checks):
-        run.own_text = _own_text_encoder(p.sd_model, base_path, run)
+        run.own_text = _own_text_encoder(p.sd_model, run)
     _turn_builtin_refiner_off(p, run)
     refiner_bytes = int(info.path.stat().st_size)
     run.placement = loading.placement(refiner_bytes)
     run.pending = loading.start_loading(run.checkpoint_path, run.placement)
 
 
-def _own_text_encoder(sd_model, base_path: str, run: RefinerRun) -> own_text.OwnTextEncoder:
+def _own_text_encoder(sd_model, run: RefinerRun) -> own_text.OwnTextEncoder:
     """The refiner's own encoder, to encode the prompts with when it is not the base's."""
     path = run.checkpoint_path
+    names = (sd_model.sd_checkpoint_info.name, run.checkpoint_info.name)
     if run.spec.kind != "refiner" or Path(path).suffix.lower() != ".safetensors":
         raise loading.text_encoder_refused(
-            base_path, path, "only a refiner-type .safetensors checkpoint can bring its own encoder"
+            *names, "only a refiner-type .safetensors checkpoint can bring its own encoder"
         )
     found = loading.resources().own_encoders
     identity = file_identity(path)
@@ -82,7 +89,7 @@ def _own_text_encoder(sd_model, base_path: str, run: RefinerRun) -> own_text.Own
         tensors = own_text.refiner_encoder_tensors(path)
         if not own_text.fits(own_text.second_text_encoder(sd_model), tensors):
             raise loading.text_encoder_refused(
-                base_path, path, "its OpenCLIP encoder does not have the base's architecture to run in its place"
+                *names, "its OpenCLIP encoder does not have the base's architecture to run in its place"
             )
         found.clear()
         found[identity] = own_text.OwnTextEncoder(path, tensors)
@@ -144,7 +151,13 @@ def _wrap_sampler(p, run: RefinerRun, pass_conds: tuple) -> None:
         _unwrap_sampler(p)
         if run.error is not None:
             raise run.error
-        return _sample_with_refiner(p, run, original_func, model, x, args, kwargs, seen.get("sigmas"), pass_conds)
+        try:
+            return _sample_with_refiner(p, run, original_func, model, x, args, kwargs, seen.get("sigmas"), pass_conds)
+        except RefinerError as error:
+            renamed = _for_users(p, run, error)
+            if renamed is error:
+                raise
+            raise renamed from error
 
     setattr(refined_func, ORIGINAL_ATTRIBUTE, (original_func, instance_get_sigmas))
     sampler.func = refined_func

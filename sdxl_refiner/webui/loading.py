@@ -17,7 +17,7 @@ from safetensors import safe_open
 
 from sdxl_refiner.checkpoint import CheckpointInfo, CheckpointKind, UNetConfig, classify_checkpoint
 from sdxl_refiner.conditioning import RefinerCondSpec, text_encoders_identical
-from sdxl_refiner.errors import CheckpointError, ConditioningError
+from sdxl_refiner.errors import CheckpointError, ConditioningError, RefinerError
 from sdxl_refiner.residency import (
     Placement,
     RefinerCache,
@@ -63,7 +63,7 @@ def resolve_checkpoint(name: str):
 
     if not name or name in ("None", "none"):
         raise CheckpointError(
-            "SDXL Refiner is enabled but no refiner checkpoint is chosen (checkpoint: ''). "
+            f"SDXL Refiner is enabled but no refiner checkpoint is chosen (checkpoint: {name!r}). "
             "Pick one in the SDXL Refiner panel, or pass a checkpoint title from GET /sdapi/v1/sd-models."
         )
     info = sd_models.get_closet_checkpoint_match(name)
@@ -79,11 +79,43 @@ def resolve_checkpoint(name: str):
 def classify_refiner(webui_info) -> CheckpointInfo:
     info = classify_checkpoint(webui_info.filename)
     if not info.usable_as_refiner:
-        raise CheckpointError(
-            f"SDXL Refiner checkpoint {webui_info.title!r} cannot refine SDXL: {info.reason}. "
-            "Choose an SDXL refiner (or SDXL base-type) checkpoint."
-        )
+        raise CheckpointError(f"SDXL Refiner checkpoint {webui_info.title!r}{_why_refused(info)}.")
     return info
+
+
+def _why_refused(info: CheckpointInfo) -> str:
+    """The core's reason begins with the file's name, which the message gives once, as the list's title."""
+    name = info.path.name
+    reason = info.reason or f"{name} cannot refine SDXL"
+    reason = reason[len(name):] if reason.startswith(name) else f": {reason}"
+    if "choose an sdxl" not in reason.lower():
+        reason += "; choose an SDXL refiner or base-type checkpoint"
+    return reason
+
+
+def with_checkpoint_names(error: RefinerError, checkpoints) -> RefinerError:
+    """The error as API callers and the UI should see it: each checkpoint file named as the WebUI's
+    checkpoint list names it, never by its path on the server (the core's messages hold paths)."""
+    from modules import sd_models
+
+    renames: dict[str, str] = {}
+    model_dir = str(sd_models.model_path)
+    for folder in {model_dir, os.path.abspath(model_dir), os.path.realpath(model_dir)}:
+        renames[folder.rstrip(os.sep) + os.sep] = ""
+    for checkpoint in checkpoints:
+        if checkpoint is None:
+            continue
+        filename = str(checkpoint.filename)
+        for form in {filename, os.path.abspath(filename), os.path.realpath(filename)}:
+            renames[form] = checkpoint.name
+    message = str(error)
+    for path in sorted(renames, key=len, reverse=True):
+        message = message.replace(path, renames[path])
+    if message == str(error):
+        return error
+    renamed = type(error)(message)
+    renamed.__cause__ = error
+    return renamed
 
 
 def hashed_short_title(webui_info) -> str:
@@ -163,12 +195,12 @@ def text_encoders_match(base_path: str, refiner_path: str, kind: str, checks: di
     return checks[key]
 
 
-def text_encoder_refused(base_path: str, refiner_path: str, why: str) -> ConditioningError:
+def text_encoder_refused(base_name: str, refiner_name: str, why: str) -> ConditioningError:
     return ConditioningError(
-        f"SDXL Refiner checkpoint {os.path.basename(refiner_path)!r}: its text encoder is not the one of the "
-        f"base {os.path.basename(base_path)!r}, and {why}. Use the refiner released with this base (the SDXL "
-        "1.0 base and refiner share their text encoder), or a refiner-type checkpoint in .safetensors whose "
-        "OpenCLIP encoder has the base's architecture."
+        f"SDXL Refiner checkpoint {refiner_name!r}: its text encoder is not the one of the base "
+        f"{base_name!r}, and {why}. Use the refiner released with this base (the SDXL 1.0 base and refiner "
+        "share their text encoder), or a refiner-type checkpoint in .safetensors whose OpenCLIP encoder has "
+        "the base's architecture."
     )
 
 

@@ -39,6 +39,7 @@ class RefinerRun:
     error: RefinerError | None = None
     checkpoint_title: str = ""
     checkpoint_path: str = ""
+    checkpoint_info: Any = None
     spec: RefinerCondSpec | None = None
     pending: PendingRefiner | None = None
     placement: Placement | None = None
