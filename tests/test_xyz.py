@@ -130,3 +130,20 @@ def test_an_out_of_range_axis_value_gets_the_normalisers_message(grid) -> None:
             grid.txt2img(), [(axes[xyz.AXIS_STEPS_PERCENT], ["150"])],
             lambda pc: from_ui_args(PANEL_OFF, xyz.overrides(pc)),
         )
+
+
+def test_a_zero_percent_cell_after_a_refined_cell_has_no_refiner_infotext(grid) -> None:
+    """Every cell runs a shallow copy of one p, so all cells start from the same infotext dict."""
+    from sdxl_refiner.webui import xyz
+    from tests.standin.refiner_runs import load_script, ui_args
+
+    grid.write_pair()
+    axes = register(grid)
+    p = grid.txt2img(steps=4)
+    grid.attach(p, load_script(), ui_args(steps_percent=25))
+    results = grid.xyz_grid.run_cells(p, [(axes[xyz.AXIS_STEPS_PERCENT], ["50", "0", "25"])], grid.run)
+    refined, off, again = (result.infotexts[0] for result in results)
+    assert "SDXL Refiner split: base 2 / refiner 2" in refined
+    assert "SDXL Refiner" not in off
+    assert "SDXL Refiner split: base 3 / refiner 1" in again
+    assert not any(key.startswith("SDXL Refiner") for key in p.extra_generation_params)
