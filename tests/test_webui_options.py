@@ -127,3 +127,30 @@ def test_hires_fix_on_one_pass_writes_only_that_passes_split(webui, hires_pass, 
     p = webui.txt2img(steps=4, enable_hr=True, hr_second_pass_steps=4, denoising_strength=0.5)
     refine(webui, p, ui_args(steps_percent=50, hires_pass=hires_pass))
     assert {key for key in p.extra_generation_params if key.endswith("split")} == keys
+
+
+@pytest.mark.parametrize(
+    ("api_auth", "auth", "status"),
+    [
+        (None, None, 200),
+        ("alice:secret,bob:hunter2", None, 401),
+        ("alice:secret,bob:hunter2", ("alice", "wrong"), 401),
+        ("alice:secret,bob:hunter2", ("mallory", "secret"), 401),
+        ("alice:secret,bob:hunter2", ("alice", "secret"), 200),
+        ("alice:secret,bob:hunter2", ("bob", "hunter2"), 200),
+    ],
+)
+def test_the_unload_route_asks_for_the_same_credentials_as_the_webuis_api(webui, monkeypatch, api_auth, auth, status):
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from sdxl_refiner.webui import generation, options
+
+    unloads = []
+    monkeypatch.setattr(generation, "unload_refiner", lambda: unloads.append(True))
+    monkeypatch.setattr(webui.shared.cmd_opts, "api_auth", api_auth)
+    app = FastAPI()
+    options.add_unload_route(None, app)
+    response = TestClient(app).post(options.UNLOAD_ROUTE, auth=auth)
+    assert response.status_code == status
+    assert unloads == ([True] if status == 200 else [])

@@ -107,9 +107,41 @@ def unload_refiner_now() -> dict[str, object]:
     return {"unloaded": True}
 
 
+def api_credentials() -> dict[str, str]:
+    """The users of ``--api-auth user:password[,user:password]``, parsed as the WebUI's Api does."""
+    from modules import shared
+
+    spec = getattr(shared.cmd_opts, "api_auth", None)
+    if not spec:
+        return {}
+    return dict(entry.split(":", 1) for entry in spec.split(","))
+
+
+def api_auth_dependencies() -> list:
+    """The same HTTP Basic check as the WebUI's own routes under ``--api-auth``: without it a server
+    that protects its API would leave this route open to anyone who reaches it."""
+    credentials = api_credentials()
+    if not credentials:
+        return []
+    from secrets import compare_digest
+
+    from fastapi import Depends, HTTPException
+    from fastapi.security import HTTPBasic, HTTPBasicCredentials
+
+    def check(given: HTTPBasicCredentials = Depends(HTTPBasic())) -> None:  # noqa: B008 - FastAPI's idiom
+        expected = credentials.get(given.username)
+        if expected is None or not compare_digest(given.password, expected):
+            raise HTTPException(status_code=401, detail="Incorrect username or password",
+                                headers={"WWW-Authenticate": "Basic"})
+
+    return [Depends(check)]
+
+
 def add_unload_route(_demo: object, app: object) -> None:
     """on_app_started: POST /sdxl-refiner/v1/unload frees the cached refiner UNets."""
-    app.add_api_route(UNLOAD_ROUTE, unload_refiner_now, methods=["POST"])  # type: ignore[attr-defined]
+    app.add_api_route(  # type: ignore[attr-defined]
+        UNLOAD_ROUTE, unload_refiner_now, methods=["POST"], dependencies=api_auth_dependencies()
+    )
 
 
 def register_callbacks() -> None:

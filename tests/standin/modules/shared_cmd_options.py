@@ -14,4 +14,5 @@ cmd_opts = argparse.Namespace(
     no_prompt_history=True,
     api=True,
     no_hashing=False,
+    api_auth=None,
 )
