@@ -52,7 +52,7 @@ def on_cfg_denoiser(params) -> None:
     if run is None or run.active is None or not run.active.handoff.on_refiner:
         return
     settings: Settings = run.settings
-    spec = run.active.spec
+    spec = run.spec
     source_cond, source_uncond = params.text_cond, params.text_uncond
     if run.active.own_conds is not None:
         from modules import prompt_parser

@@ -215,7 +215,7 @@ def _sample_with_refiner(p, run: RefinerRun, func, model, x, args, kwargs, sched
         with unet_handoff(
             UNetSlot(sd_model.model, "diffusion_model"), refiner_source, point, on_switch=placement.on_switch
         ) as handoff:
-            run.active = ActivePass(handoff, plan, run.spec, empty, placement, own_conds)
+            run.active = ActivePass(handoff, empty, own_conds)
             try:
                 samples = func(route_model(model, handoff), x, *args, **kwargs)
             finally:
@@ -269,13 +269,12 @@ def _report_missed_switch(p, sampler_label: str, plan) -> None:
 
 
 def finish(p) -> None:
-    """From postprocess: whatever happened, no wrapper of ours stays on the sampler."""
+    """From postprocess: no wrapper of ours stays on a sampler whose pass never ran.
+
+    The refiner itself is already out of the slot: ``_sample_with_refiner`` restores it on every
+    exit of the sampling call.
+    """
     _unwrap_sampler(p)
-    run = run_of(p)
-    if run is not None and run.active is not None:
-        run.active.memory.restore()
-        run.active.handoff.restore()
-        run.active = None
 
 
 def unload_refiner() -> None:

@@ -13,7 +13,6 @@ from sdxl_refiner.conditioning import RefinerCondSpec
 from sdxl_refiner.errors import RefinerError
 from sdxl_refiner.handoff import Handoff
 from sdxl_refiner.residency import PendingRefiner, Placement
-from sdxl_refiner.schedule import SwitchPlan
 from sdxl_refiner.settings import Settings
 
 RUN_ATTRIBUTE = "sdxl_refiner_run"
@@ -24,10 +23,7 @@ class ActivePass:
     """One sampling pass that is running with the refiner planned in."""
 
     handoff: Handoff
-    plan: SwitchPlan
-    spec: RefinerCondSpec
     empty_prompt: Any
-    memory: Any = None
     own_conds: tuple | None = None
 
 
