@@ -204,7 +204,6 @@ def named_from_ui_args(args: Sequence[object]) -> dict[str, object]:
 
 
 def _merge(named: Mapping[str, object], overrides: Mapping[str, object]) -> dict[str, object]:
-    _refuse_unknown(overrides.keys())
     merged = dict(named)
     if any(overrides.get(name) is not None for name in STEP_FIELDS):
         for name in STEP_FIELDS:
@@ -221,12 +220,8 @@ def from_ui_args(args: Sequence[object], overrides: Mapping[str, object] | None 
     panel lacks, e.g. a checkpoint. A step field among them replaces the panel's step field.
     """
     args = tuple(args)
-    if args and isinstance(args[0], Mapping):
-        # the WebUI's API fills the positions after the dict with the panel's defaults: not the caller's
-        named = dict(args[0])
-        _refuse_unknown(named.keys())
-    else:
-        named = named_from_ui_args(args)
+    # the WebUI's API fills the positions after a dict with the panel's defaults: not the caller's
+    named = dict(args[0]) if args and isinstance(args[0], Mapping) else named_from_ui_args(args)
     return from_named(_merge(named, overrides or {}))
 
 
