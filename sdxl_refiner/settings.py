@@ -94,13 +94,10 @@ def _number(field: str, value: object, low: float, high: float, example: str) ->
 def _start_step(value: object) -> int:
     allowed = "a whole number of base steps, 0 or more"
     fix = "Send an integer such as 24 (the refiner then starts at step 25)."
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    whole = int(value) if isinstance(value, float) and value.is_integer() else value
+    if isinstance(whole, bool) or not isinstance(whole, int) or whole < 0:
         raise _fail("start_step", value, allowed, fix)
-    if isinstance(value, float) and not (math.isfinite(value) and value.is_integer()):
-        raise _fail("start_step", value, allowed, fix)
-    if value < 0:
-        raise _fail("start_step", value, allowed, fix)
-    return int(value)
+    return int(whole)
 
 
 def _checkpoint(value: object) -> str:
