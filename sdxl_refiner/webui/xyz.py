@@ -22,20 +22,17 @@ def overrides(p: object) -> Mapping[str, object]:
     return dict(getattr(p, XYZ_ATTR, None) or {})
 
 
-def _setter(**fixed: object) -> Callable[[str], Callable[[object, object, Sequence[object]], None]]:
-    def for_field(field: str) -> Callable[[object, object, Sequence[object]], None]:
-        def apply(p: object, value: object, _values: Sequence[object]) -> None:
-            # xyz_grid shallow-copies p per cell: replace the dict, never update it in place
-            setattr(p, XYZ_ATTR, {**overrides(p), **fixed, field: value})
+def _setter(field: str, **fixed: object) -> Callable[[object, object, Sequence[object]], None]:
+    def apply(p: object, value: object, _values: Sequence[object]) -> None:
+        # xyz_grid shallow-copies p per cell: replace the dict, never update it in place
+        setattr(p, XYZ_ATTR, {**overrides(p), **fixed, field: value})
 
-        return apply
-
-    return for_field
+    return apply
 
 
-apply_steps_percent = _setter(enabled=True)("steps_percent")
-apply_checkpoint = _setter(enabled=True)("checkpoint")
-apply_aesthetic_score = _setter()("aesthetic_score")
+apply_steps_percent = _setter("steps_percent", enabled=True)
+apply_checkpoint = _setter("checkpoint", enabled=True)
+apply_aesthetic_score = _setter("aesthetic_score")
 
 
 def checkpoint_titles() -> list[str]:
