@@ -254,13 +254,38 @@ def _check_suffix(path: Path) -> None:
         )
 
 
+class _CheckpointIndex:
+    """A checkpoint read once for both classifying and loading it: a safetensors file's header
+    (no tensor data), or a pickle's tensors from one weights-only load."""
+
+    def __init__(self, path: Path):
+        _check_suffix(path)
+        self.path = path
+        self._header: dict[str, TensorEntry] = {}
+        self._data_start = 0
+        self._pickled: dict[str, torch.Tensor] | None = None
+        if path.suffix.lower() in SAFETENSORS_SUFFIXES:
+            self._header, self._data_start = _read_header(path)
+        else:
+            self._pickled = _load_pickled_state_dict(path)
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        if self._pickled is None:
+            return {key: entry.shape for key, entry in self._header.items()}
+        return {key: tuple(value.shape) for key, value in self._pickled.items()}
+
+    def take_unet_state_dict(self, dtype: torch.dtype | None, pin_memory: bool) -> dict[str, torch.Tensor]:
+        """A pickle's tensors are handed over, not kept, so each is freed once converted."""
+        pin_memory = pin_memory and torch.cuda.is_available()
+        if self._pickled is None:
+            return _read_safetensors_unet(self.path, self._header, self._data_start, dtype, pin_memory)
+        pickled, self._pickled = self._pickled, None
+        return _convert_pickled_unet(self.path, pickled, dtype, pin_memory)
+
+
 def read_shapes(path: str | os.PathLike) -> dict[str, tuple[int, ...]]:
     """Every tensor's shape: from the header for safetensors, from a weights-only load otherwise."""
-    resolved = _resolve_existing(path)
-    _check_suffix(resolved)
-    if resolved.suffix.lower() in SAFETENSORS_SUFFIXES:
-        return {key: entry.shape for key, entry in read_safetensors_header(resolved).items()}
-    return {key: tuple(value.shape) for key, value in _load_pickled_state_dict(resolved).items()}
+    return _CheckpointIndex(_resolve_existing(path)).shapes()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -483,14 +508,18 @@ def classify_shapes(path: Path, shapes: Mapping[str, Sequence[int]]) -> Checkpoi
 def classify_checkpoint(path: str | os.PathLike) -> CheckpointInfo:
     """What a checkpoint is and whether it can refine SDXL, from the header alone (no tensor data)
     for safetensors; ``.ckpt``/``.pt`` are opened weights-only. Unreadable files raise."""
-    resolved = _resolve_existing(path)
-    if resolved.suffix.lower() not in SAFETENSORS_SUFFIXES + PICKLE_SUFFIXES:
+    return _classify(_resolve_existing(path))[0]
+
+
+def _classify(path: Path) -> tuple[CheckpointInfo, _CheckpointIndex | None]:
+    if path.suffix.lower() not in SAFETENSORS_SUFFIXES + PICKLE_SUFFIXES:
         reason = (
-            f"{resolved.name} has the suffix {resolved.suffix!r}; allowed are "
+            f"{path.name} has the suffix {path.suffix!r}; allowed are "
             f"{', '.join(SAFETENSORS_SUFFIXES + PICKLE_SUFFIXES)}"
         )
-        return CheckpointInfo(resolved, CheckpointKind.OTHER, reason, None)
-    return classify_shapes(resolved, read_shapes(resolved))
+        return CheckpointInfo(path, CheckpointKind.OTHER, reason, None), None
+    index = _CheckpointIndex(path)
+    return classify_shapes(path, index.shapes()), index
 
 
 # ---------------------------------------------------------------------------------------------
@@ -562,15 +591,15 @@ def _read_run(
 
 
 def _read_safetensors_unet(
-    path: Path, dtype: torch.dtype | None, pin_memory: bool
+    path: Path,
+    header: Mapping[str, TensorEntry],
+    data_start: int,
+    dtype: torch.dtype | None,
+    pin_memory: bool,
 ) -> dict[str, torch.Tensor]:
-    header, data_start = _read_header(path)
     entries = {key: entry for key, entry in header.items() if key.startswith(UNET_PREFIX)}
     if not entries:
-        raise CheckpointError(
-            f"Refiner checkpoint {str(path)!r} holds no UNet tensors ({UNET_PREFIX}*); "
-            "choose an SDXL refiner or base-type checkpoint."
-        )
+        raise _no_unet_error(path)
     for key, entry in entries.items():
         if entry.dtype not in _FLOAT_DTYPES:
             raise CheckpointError(
@@ -589,6 +618,13 @@ def _read_safetensors_unet(
             "permissions, or download it again."
         ) from error
     return state
+
+
+def _no_unet_error(path: Path) -> CheckpointError:
+    return CheckpointError(
+        f"Refiner checkpoint {str(path)!r} holds no UNet tensors ({UNET_PREFIX}*); "
+        "choose an SDXL refiner or base-type checkpoint."
+    )
 
 
 def _validate_with_safetensors(path: Path) -> None:
@@ -616,21 +652,16 @@ def read_unet_state_dict(
     ``pin_memory`` allocates page-locked host memory so later copies can overlap; it is ignored
     where CUDA is absent (there is nothing to overlap with).
     """
-    resolved = _resolve_existing(path)
-    _check_suffix(resolved)
-    pin_memory = pin_memory and torch.cuda.is_available()
-    if resolved.suffix.lower() in SAFETENSORS_SUFFIXES:
-        return _read_safetensors_unet(resolved, dtype, pin_memory)
-    state = {
-        key[len(UNET_PREFIX) :]: value
-        for key, value in _load_pickled_state_dict(resolved).items()
-        if key.startswith(UNET_PREFIX)
-    }
+    return _CheckpointIndex(_resolve_existing(path)).take_unet_state_dict(dtype, pin_memory)
+
+
+def _convert_pickled_unet(
+    path: Path, pickled: dict[str, torch.Tensor], dtype: torch.dtype | None, pin_memory: bool
+) -> dict[str, torch.Tensor]:
+    state = {key[len(UNET_PREFIX) :]: value for key, value in pickled.items() if key.startswith(UNET_PREFIX)}
+    pickled.clear()
     if not state:
-        raise CheckpointError(
-            f"Refiner checkpoint {str(resolved)!r} holds no UNet tensors ({UNET_PREFIX}*); "
-            "choose an SDXL refiner or base-type checkpoint."
-        )
+        raise _no_unet_error(path)
     converted = {}
     for key in list(state):
         source = state.pop(key)
@@ -686,11 +717,11 @@ def load_unet(
     Everything happens on a local module: any error leaves nothing half-loaded behind.
     """
     resolved = _resolve_existing(path)
-    info = classify_checkpoint(resolved)
+    info, index = _classify(resolved)
     if not info.usable_as_refiner:
         raise CheckpointError(f"Refiner checkpoint {str(resolved)!r} cannot be used: {info.reason}.")
     module = _build_without_weights(build, info.unet_config)
-    state = read_unet_state_dict(resolved, dtype, pin_memory=pin_memory)
+    state = index.take_unet_state_dict(dtype, pin_memory)
     _check_layout(resolved, module, state)
     module.load_state_dict(state, strict=True, assign=True)
     left_on_meta = [

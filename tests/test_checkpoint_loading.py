@@ -199,7 +199,9 @@ def test_a_module_with_tensors_the_file_lacks_is_refused(refiner_path):
 @pytest.mark.parametrize("kind", ["sd1", "inpaint"])
 def test_a_checkpoint_that_cannot_refine_is_refused_before_reading_weights(tmp_path, kind, monkeypatch):
     path = write_checkpoint(tmp_path / f"{kind}.safetensors", kind)
-    monkeypatch.setattr(checkpoint, "read_unet_state_dict", lambda *a, **k: pytest.fail("weights were read"))
+    monkeypatch.setattr(
+        checkpoint._CheckpointIndex, "take_unet_state_dict", lambda *a, **k: pytest.fail("weights were read")
+    )
     with pytest.raises(CheckpointError, match=rf"{kind}\.safetensors.*cannot be used"):
         load_unet(path, build_sgm, torch.float32)
 
