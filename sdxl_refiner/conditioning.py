@@ -121,21 +121,22 @@ def text_encoders_identical(a: Mapping[str, torch.Tensor], b: Mapping[str, torch
     """True when two text-encoder state dicts hold the same tensors, so slicing the base's conds is exact.
 
     Cheap in the usual cases: the same dict, or tensors sharing storage, are equal without
-    reading them; keys, shapes and dtypes are compared before any data.
+    reading them; keys are compared first, then one pair of tensors at a time (shape and dtype
+    before data), so a lazy mapping over two files never holds more than one pair in memory and
+    stops at the first difference.
     """
     if a is b:
         return True
     if a.keys() != b.keys():
         return False
-    pairs = [(a[key], b[key]) for key in a]
-    if any(x.shape != y.shape or x.dtype != y.dtype for x, y in pairs):
-        return False
-    return all(_same_data(x, y) for x, y in pairs)
+    return all(_same_tensor(a[key], b[key]) for key in a)
 
 
-def _same_data(x: torch.Tensor, y: torch.Tensor) -> bool:
+def _same_tensor(x: torch.Tensor, y: torch.Tensor) -> bool:
     if x is y:
         return True
+    if x.shape != y.shape or x.dtype != y.dtype:
+        return False
     if x.is_meta or y.is_meta:
         return False
     if x.device == y.device and x.data_ptr() == y.data_ptr() and x.stride() == y.stride():

@@ -9,6 +9,7 @@ per process and goes away with the WebUI, without a module global of ours.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -166,17 +167,36 @@ def cond_spec(sd_model, info: CheckpointInfo) -> RefinerCondSpec:
     return RefinerCondSpec(kind, config.context_dim, config.adm_in_channels or 0, scalar_embed_dim(sd_model, config))
 
 
-def _text_encoder_tensors(path: str, prefixes: tuple[str, ...]) -> dict[str, torch.Tensor] | None:
-    """Text-encoder tensors of a safetensors file, keys relative to each prefix (tagged by its index)."""
-    if Path(path).suffix.lower() != ".safetensors":
-        return None
-    found: dict[str, torch.Tensor] = {}
-    with safe_open(path, framework="pt") as file:
-        for key in file.keys():  # noqa: SIM118 - safe_open is not iterable
-            for index, prefix in enumerate(prefixes):
-                if key.startswith(prefix):
-                    found[f"{index}:{key[len(prefix):]}"] = file.get_tensor(key)
-    return found or None
+class _TextEncoderTensors(Mapping):
+    """A safetensors file's text-encoder tensors, keys relative to each prefix (tagged by its index),
+    read one at a time when asked for: two encoders of a real pair are gigabytes."""
+
+    def __init__(self, file, prefixes: tuple[str, ...]):
+        self._file = file
+        self._keys = {
+            f"{index}:{key[len(prefix):]}": key
+            for key in file.keys()  # noqa: SIM118 - safe_open is not iterable
+            for index, prefix in enumerate(prefixes)
+            if key.startswith(prefix)
+        }
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        return self._file.get_tensor(self._keys[key])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+
+def _encoders_identical(base_path: str, base_prefixes, refiner_path: str, refiner_prefixes) -> bool:
+    if any(Path(path).suffix.lower() != ".safetensors" for path in (base_path, refiner_path)):
+        return False
+    with safe_open(base_path, framework="pt") as base_file, safe_open(refiner_path, framework="pt") as refiner_file:
+        base = _TextEncoderTensors(base_file, base_prefixes)
+        refiner = _TextEncoderTensors(refiner_file, refiner_prefixes)
+        return len(base) > 0 and len(refiner) > 0 and text_encoders_identical(base, refiner)
 
 
 def text_encoders_match(base_path: str, refiner_path: str, kind: str, checks: dict[tuple, bool]) -> bool:
@@ -189,9 +209,7 @@ def text_encoders_match(base_path: str, refiner_path: str, kind: str, checks: di
     if key not in checks:
         base_prefixes = (BASE_BIGG_PREFIX,) if kind == "refiner" else BASE_ENCODER_PREFIXES
         refiner_prefixes = (REFINER_BIGG_PREFIX,) if kind == "refiner" else BASE_ENCODER_PREFIXES
-        base = _text_encoder_tensors(base_path, base_prefixes)
-        refiner = _text_encoder_tensors(refiner_path, refiner_prefixes)
-        checks[key] = base is not None and refiner is not None and text_encoders_identical(base, refiner)
+        checks[key] = _encoders_identical(base_path, base_prefixes, refiner_path, refiner_prefixes)
     return checks[key]
 
 
