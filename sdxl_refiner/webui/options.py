@@ -10,6 +10,7 @@ from typing import Literal
 
 import gradio as gr
 
+from sdxl_refiner.residency import RESIDENCY_POLICIES
 from sdxl_refiner.settings import Settings
 
 SECTION = ("sdxl_refiner", "SDXL Refiner")
@@ -21,7 +22,6 @@ OPTION_CACHE_SIZE = "sdxl_refiner_cache_size"
 OPTION_HIRES_PASS = "sdxl_refiner_hires_pass"
 OPTION_IMPORT_BUILTIN = "sdxl_refiner_import_builtin_infotext"
 
-RESIDENCY_CHOICES = ("auto", "resident", "offload", "lowvram")
 HIRES_PASS_CHOICES = ("webui", "first", "second", "both")
 WEBUI_HIRES_PASS = {"first pass": "first", "second pass": "second", "both passes": "both"}
 
@@ -36,7 +36,7 @@ def add_options() -> None:
         shared.opts.add_option(key, info)
 
     option(OPTION_RESIDENCY, shared.OptionInfo(
-        "auto", "Where the refiner UNet stays", gr.Radio, {"choices": list(RESIDENCY_CHOICES)},
+        "auto", "Where the refiner UNet stays", gr.Radio, {"choices": list(RESIDENCY_POLICIES)},
         section=SECTION, category_id=CATEGORY,
     ).info(
         "auto: decide from free VRAM; resident: on the GPU beside the base (fastest, about 4.5 GB more); "
@@ -73,7 +73,7 @@ def _opt(key: str, default: object) -> object:
 def residency_policy() -> str:
     """The policy for residency.choose_residency: the flag, else the setting, else "auto"."""
     value = _flag("sdxl_refiner_residency") or _opt(OPTION_RESIDENCY, "auto")
-    return value if value in RESIDENCY_CHOICES else "auto"
+    return value if value in RESIDENCY_POLICIES else "auto"
 
 
 def cache_capacity() -> int:
