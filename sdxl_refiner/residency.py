@@ -75,13 +75,6 @@ def choose_residency(
     return Residency.OFFLOAD
 
 
-def base_must_leave(
-    *, free_bytes: int, refiner_bytes: int, headroom_bytes: int = DEFAULT_HEADROOM_BYTES
-) -> bool:
-    """At an offloaded switch the base stays on the GPU unless the refiner would not fit beside it."""
-    return free_bytes < refiner_bytes + headroom_bytes
-
-
 @dataclass(frozen=True)
 class Placement:
     """storage_device: where the cache keeps the refiner; prefetch: copy it to compute_device on a
@@ -101,23 +94,6 @@ def placement_for(residency: Residency, compute_device: Device) -> Placement:
         return Placement(str(compute), str(compute), pin_memory=False, prefetch=False)
     # LOWVRAM: the host's per-block hooks move each block in as it runs; pinned RAM speeds them up.
     return Placement("cpu", str(compute), pin_memory=True, prefetch=residency is Residency.OFFLOAD)
-
-
-class DeviceInfo(Protocol):
-    def cuda_available(self) -> bool: ...
-
-    def free_bytes(self, device: Device) -> int | None: ...
-
-
-class TorchDeviceInfo:
-    def cuda_available(self) -> bool:
-        return torch.cuda.is_available()
-
-    def free_bytes(self, device: Device) -> int | None:
-        device = torch.device(device)
-        if device.type != "cuda" or not torch.cuda.is_available():
-            return None
-        return torch.cuda.mem_get_info(device)[0]
 
 
 # --- copies on a side stream ----------------------------------------------------------------------

@@ -17,7 +17,6 @@ from sdxl_refiner.residency import (
     Placement,
     RefinerCache,
     Residency,
-    base_must_leave,
     choose_residency,
     placement_for,
     start_device_copy,
@@ -87,9 +86,7 @@ def test_more_free_memory_never_moves_the_refiner_off_the_gpu(free, more, refine
 
     if decide(free) is Residency.RESIDENT:
         assert decide(free + more) is Residency.RESIDENT
-    assert (decide(free) is Residency.RESIDENT) == (
-        not base_must_leave(free_bytes=free, refiner_bytes=refiner, headroom_bytes=headroom)
-    )
+    assert (decide(free) is Residency.RESIDENT) == (free >= refiner + headroom)
 
 
 def test_an_unknown_residency_setting_is_refused_with_the_allowed_values():
