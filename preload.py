@@ -1,7 +1,8 @@
 """Command-line flags, read by the WebUI before it parses its arguments.
 
 A flag given here wins over the matching setting in Settings → SDXL Refiner, for servers that
-are configured from the command line.
+are configured from the command line. The WebUI runs this file before the extension's package
+can be imported, so the choices are spelled out here; the tests check they match the settings'.
 """
 
 from __future__ import annotations

@@ -213,6 +213,15 @@ def test_preload_flags_parse_and_refuse_bad_values() -> None:
             parser.parse_args(bad)
 
 
+def test_preload_flag_choices_are_the_settings_choices() -> None:
+    import preload
+    from sdxl_refiner.residency import RESIDENCY_POLICIES
+    from sdxl_refiner.webui import options
+
+    assert preload.RESIDENCY_CHOICES == RESIDENCY_POLICIES
+    assert preload.HIRES_PASS_CHOICES == options.HIRES_PASS_CHOICES
+
+
 def test_install_checks_and_installs_nothing(tmp_path, monkeypatch, capsys) -> None:
     import install
 
