@@ -19,6 +19,7 @@ from sdxl_refiner.residency import OffloadedRefiner, file_identity
 from sdxl_refiner.schedule import plan_switch
 from sdxl_refiner.settings import Settings
 from sdxl_refiner.webui import conds, loading, own_text, samplers
+from sdxl_refiner.webui.callbacks import register_once
 from sdxl_refiner.webui.memory import RefinerPlacement
 from sdxl_refiner.webui.run_state import ActivePass, RefinerRun, attach_run, run_of
 
@@ -30,9 +31,7 @@ def register_callbacks() -> None:
     """Once per script load; the WebUI clears every callback before it loads scripts again."""
     from modules import script_callbacks
 
-    registered = {entry.callback for entries in script_callbacks.callback_map.values() for entry in entries}
-    if conds.on_cfg_denoiser not in registered:
-        script_callbacks.on_cfg_denoiser(conds.on_cfg_denoiser, name="sdxl_refiner_conds")
+    register_once(script_callbacks.on_cfg_denoiser, conds.on_cfg_denoiser, "sdxl_refiner_conds")
 
 
 def prepare(p, settings: Settings | SettingsError) -> None:

@@ -12,6 +12,7 @@ import gradio as gr
 
 from sdxl_refiner.residency import RESIDENCY_POLICIES
 from sdxl_refiner.settings import Settings
+from sdxl_refiner.webui.callbacks import register_once
 
 SECTION = ("sdxl_refiner", "SDXL Refiner")
 CATEGORY = "sd"
@@ -148,8 +149,5 @@ def register_callbacks() -> None:
     """Once per script load; the WebUI clears all callbacks before it loads scripts again."""
     from modules import script_callbacks
 
-    registered = {entry.callback for entries in script_callbacks.callback_map.values() for entry in entries}
-    if add_options not in registered:
-        script_callbacks.on_ui_settings(add_options, name="sdxl_refiner_options")
-    if add_unload_route not in registered:
-        script_callbacks.on_app_started(add_unload_route, name="sdxl_refiner_unload_route")
+    register_once(script_callbacks.on_ui_settings, add_options, "sdxl_refiner_options")
+    register_once(script_callbacks.on_app_started, add_unload_route, "sdxl_refiner_unload_route")

@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from sdxl_refiner.errors import SettingsError
+from sdxl_refiner.webui.callbacks import register_once
 
 XYZ_ATTR = "sdxl_refiner_xyz"
 AXIS_STEPS_PERCENT = "SDXL Refiner steps %"
@@ -85,6 +86,4 @@ def register_axes() -> None:
 def register_callbacks() -> None:
     from modules import script_callbacks
 
-    registered = {entry.callback for entry in script_callbacks.callback_map["callbacks_before_ui"]}
-    if register_axes not in registered:
-        script_callbacks.on_before_ui(register_axes, name="sdxl_refiner_xyz_axes")
+    register_once(script_callbacks.on_before_ui, register_axes, "sdxl_refiner_xyz_axes")
