@@ -88,9 +88,7 @@ class Placement:
 
 def placement_for(residency: Residency, compute_device: Device) -> Placement:
     compute = torch.device(compute_device)
-    if compute.type != "cuda":
-        return Placement(str(compute), str(compute), pin_memory=False, prefetch=False)
-    if residency is Residency.RESIDENT:
+    if compute.type != "cuda" or residency is Residency.RESIDENT:
         return Placement(str(compute), str(compute), pin_memory=False, prefetch=False)
     # LOWVRAM: the host's per-block hooks move each block in as it runs; pinned RAM speeds them up.
     return Placement("cpu", str(compute), pin_memory=True, prefetch=residency is Residency.OFFLOAD)
