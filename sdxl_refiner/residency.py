@@ -240,11 +240,9 @@ class PendingRefiner:
     def result(self, timeout: float | None = None) -> torch.nn.Module:
         try:
             return self._future.result(timeout)
-        except CheckpointError:
+        except (CheckpointError, TimeoutError, FutureTimeoutError):
             raise
         except Exception as error:
-            if isinstance(error, (TimeoutError, FutureTimeoutError)):
-                raise
             raise CheckpointError(
                 f"Loading the refiner {str(self._path)!r} failed: {type(error).__name__}: {error}. "
                 "Free memory (or choose the offload residency) and try again."
