@@ -349,8 +349,7 @@ class RefinerCache:
             )
         with self._lock:
             self._capacity = capacity
-            while len(self._entries) > capacity:
-                self._entries.popitem(last=False)
+            self._evict_down_to(capacity)
 
     def get(
         self, path: FilePath, build: Build, dtype: LoadDtype, device: Device = "cpu", *, pin_memory: bool = False
@@ -402,7 +401,11 @@ class RefinerCache:
 
     def _make_room(self, request: _Request) -> None:
         self._entries.pop(request.identity.path, None)
-        while self._entries and len(self._entries) >= self.capacity:
+        self._evict_down_to(max(self.capacity - 1, 0))
+
+    def _evict_down_to(self, count: int) -> None:
+        """Least recently used first; the caller holds the lock."""
+        while len(self._entries) > count:
             self._entries.popitem(last=False)
 
     def _load(self, request: _Request, build: Build, epoch: int) -> torch.nn.Module:
@@ -417,8 +420,7 @@ class RefinerCache:
             if self.capacity and epoch == self._epoch:
                 self._entries[request.identity.path] = (request, module)
                 self._entries.move_to_end(request.identity.path)
-                while len(self._entries) > self.capacity:
-                    self._entries.popitem(last=False)
+                self._evict_down_to(self.capacity)
         return module
 
     def cached(self) -> list[FileIdentity]:
