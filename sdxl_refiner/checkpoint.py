@@ -283,11 +283,6 @@ class _CheckpointIndex:
         return _convert_pickled_unet(self.path, pickled, dtype, pin_memory)
 
 
-def read_shapes(path: str | os.PathLike) -> dict[str, tuple[int, ...]]:
-    """Every tensor's shape: from the header for safetensors, from a weights-only load otherwise."""
-    return _CheckpointIndex(_resolve_existing(path)).shapes()
-
-
 # ---------------------------------------------------------------------------------------------
 # UNet config
 
