@@ -25,6 +25,7 @@ from sdxl_refiner.errors import CheckpointError
 UNET_PREFIX = "model.diffusion_model."
 SAFETENSORS_SUFFIXES = (".safetensors",)
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth")
+CHECKPOINT_SUFFIXES = SAFETENSORS_SUFFIXES + PICKLE_SUFFIXES
 # sgm embeds every scalar of the ADM vector (image sizes, crop, aesthetic score) in 256 channels.
 SCALAR_EMBED_DIM = 256
 # Head width is not stored in the weights; every released SDXL-family config uses 64.
@@ -247,10 +248,10 @@ def _load_pickled_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _check_suffix(path: Path) -> None:
-    if path.suffix.lower() not in SAFETENSORS_SUFFIXES + PICKLE_SUFFIXES:
+    if path.suffix.lower() not in CHECKPOINT_SUFFIXES:
         raise CheckpointError(
             f"Refiner checkpoint {str(path)!r} has the suffix {path.suffix!r}; allowed are "
-            f"{', '.join(SAFETENSORS_SUFFIXES + PICKLE_SUFFIXES)}. Choose a .safetensors checkpoint."
+            f"{', '.join(CHECKPOINT_SUFFIXES)}. Choose a .safetensors checkpoint."
         )
 
 
@@ -507,10 +508,10 @@ def classify_checkpoint(path: str | os.PathLike) -> CheckpointInfo:
 
 
 def _classify(path: Path) -> tuple[CheckpointInfo, _CheckpointIndex | None]:
-    if path.suffix.lower() not in SAFETENSORS_SUFFIXES + PICKLE_SUFFIXES:
+    if path.suffix.lower() not in CHECKPOINT_SUFFIXES:
         reason = (
             f"{path.name} has the suffix {path.suffix!r}; allowed are "
-            f"{', '.join(SAFETENSORS_SUFFIXES + PICKLE_SUFFIXES)}"
+            f"{', '.join(CHECKPOINT_SUFFIXES)}"
         )
         return CheckpointInfo(path, CheckpointKind.OTHER, reason, None), None
     index = _CheckpointIndex(path)
