@@ -96,7 +96,7 @@ def child(mode: str, path: Path, cold: bool, dtype_name: str) -> dict:
         state = read_unet_state_dict(path, getattr(torch, dtype_name))
         del state
     elif mode == "load_unet":
-        unet = load_unet(path, lambda config: SgmUNet(**config.as_sgm_params()), getattr(torch, dtype_name))
+        unet = load_unet(path, lambda params: SgmUNet(**params), getattr(torch, dtype_name))
         del unet
     seconds = time.perf_counter() - began
     return {

@@ -21,6 +21,7 @@ import torch
 from safetensors import safe_open
 
 from sdxl_refiner.errors import CheckpointError
+from sdxl_refiner.unet_config import HostUNetConfig, UNetConfig, infer_unet_config, unet_constructor_params
 
 UNET_PREFIX = "model.diffusion_model."
 SAFETENSORS_SUFFIXES = (".safetensors",)
@@ -28,12 +29,12 @@ PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth")
 CHECKPOINT_SUFFIXES = SAFETENSORS_SUFFIXES + PICKLE_SUFFIXES
 # sgm embeds every scalar of the ADM vector (image sizes, crop, aesthetic score) in 256 channels.
 SCALAR_EMBED_DIM = 256
-# Head width is not stored in the weights; every released SDXL-family config uses 64.
-SDXL_HEAD_CHANNELS = 64
 # Largest header the format allows (safetensors refuses more than 100 MB too).
 MAX_HEADER_BYTES = 100_000_000
 # Bytes read at once when converting dtypes; bounds the extra memory of a converting load.
 READ_CHUNK_BYTES = 64 * 2**20
+# Builds the UNet class from its keyword arguments (sgm's ``network_config.params``).
+Build = Callable[[dict], torch.nn.Module]
 
 # SDXL's VAE latent; an inpainting UNet takes latent + mask + masked-image latent.
 LATENT_CHANNELS = 4
@@ -69,64 +70,15 @@ class CheckpointKind(enum.Enum):
 
 
 @dataclass(frozen=True)
-class UNetConfig:
-    """An SDXL-family UNet's architecture, as far as the weights determine it.
-
-    Per-level tuples have one entry per ``channel_mult`` level; ``transformer_depth`` is 0 at levels
-    without attention. ``num_head_channels`` is not in the weights: it is the family's convention.
-    """
-
-    in_channels: int
-    out_channels: int
-    model_channels: int
-    channel_mult: tuple[int, ...]
-    num_res_blocks: tuple[int, ...]
-    transformer_depth: tuple[int, ...]
-    transformer_depth_middle: int
-    context_dim: int
-    adm_in_channels: int | None
-    num_head_channels: int = SDXL_HEAD_CHANNELS
-    use_linear_in_transformer: bool = True
-
-    @property
-    def attention_levels(self) -> tuple[int, ...]:
-        return tuple(level for level, depth in enumerate(self.transformer_depth) if depth)
-
-    @property
-    def attention_resolutions(self) -> tuple[int, ...]:
-        return tuple(2**level for level in self.attention_levels)
-
-    def as_sgm_params(self) -> dict:
-        """The ``network_config.params`` that make sgm's ``UNetModel`` build this very layout."""
-        res_blocks = set(self.num_res_blocks)
-        params: dict = {}
-        if self.adm_in_channels is not None:
-            params["adm_in_channels"] = self.adm_in_channels
-            params["num_classes"] = "sequential"
-        params.update(
-            in_channels=self.in_channels,
-            out_channels=self.out_channels,
-            model_channels=self.model_channels,
-            attention_resolutions=sorted(self.attention_resolutions, reverse=True),
-            num_res_blocks=res_blocks.pop() if len(res_blocks) == 1 else list(self.num_res_blocks),
-            channel_mult=list(self.channel_mult),
-            num_head_channels=self.num_head_channels,
-            use_spatial_transformer=True,
-            use_linear_in_transformer=self.use_linear_in_transformer,
-            transformer_depth=list(self.transformer_depth),
-            transformer_depth_middle=self.transformer_depth_middle,
-            context_dim=self.context_dim,
-            legacy=False,
-        )
-        return params
-
-
-@dataclass(frozen=True)
 class CheckpointInfo:
+    """``kind_from_text_encoder``: the kind was read from the text encoder's keys, as the WebUI reads
+    it to choose the file's config; otherwise it was told from the UNet alone (a UNet-only file)."""
+
     path: Path
     kind: CheckpointKind
     reason: str | None
     unet_config: UNetConfig | None
+    kind_from_text_encoder: bool = False
 
     @property
     def usable_as_refiner(self) -> bool:
@@ -285,119 +237,6 @@ class _CheckpointIndex:
 
 
 # ---------------------------------------------------------------------------------------------
-# UNet config
-
-
-def _unet_error(problem: str) -> CheckpointError:
-    return CheckpointError(f"The UNet does not have the SDXL layout: {problem}.")
-
-
-def _shape(shapes: Mapping[str, Sequence[int]], key: str) -> tuple[int, ...]:
-    try:
-        return tuple(shapes[key])
-    except KeyError:
-        raise _unet_error(f"tensor {key!r} is missing") from None
-
-
-def _transformer_depth(shapes: Mapping[str, Sequence[int]], block: str) -> int:
-    depth = 0
-    while f"{block}.transformer_blocks.{depth}.norm1.weight" in shapes:
-        depth += 1
-    return depth
-
-
-def infer_unet_config(
-    shapes: Mapping[str, Sequence[int]], *, num_head_channels: int = SDXL_HEAD_CHANNELS
-) -> UNetConfig:
-    """Reads the architecture from tensor shapes (keys without ``model.diffusion_model.``).
-
-    Widths come from the model itself, never from constants, so fine-tunes and small test
-    models are handled like the released ones.
-    """
-    model_channels, in_channels = _shape(shapes, "input_blocks.0.0.weight")[:2]
-    out_channels = _shape(shapes, "out.2.weight")[0]
-    adm_in_channels = shapes["label_emb.0.0.weight"][1] if "label_emb.0.0.weight" in shapes else None
-    if "label_emb.weight" in shapes:
-        raise _unet_error("class-label embeddings (label_emb.weight) are not an SDXL ADM input")
-
-    channel_mult: list[int] = []
-    num_res_blocks: list[int] = []
-    depths: list[int] = []
-    context_dims: set[int] = set()
-    linear: set[bool] = set()
-    level_blocks = 0
-    level_depths: set[int] = set()
-    index = 1
-
-    def close_level(out_ch: int) -> None:
-        if out_ch % model_channels:
-            raise _unet_error(
-                f"{out_ch} channels at level {len(channel_mult)} is not a multiple of {model_channels}"
-            )
-        if len(level_depths) > 1:
-            raise _unet_error(
-                f"level {len(channel_mult)} mixes transformer depths {sorted(level_depths)} (0: no attention)"
-            )
-        channel_mult.append(out_ch // model_channels)
-        num_res_blocks.append(level_blocks)
-        depths.append(level_depths.pop() if level_depths else 0)
-
-    def note_transformer(block: str) -> int:
-        depth = _transformer_depth(shapes, block)
-        if depth == 0:
-            raise _unet_error(f"{block} has a projection but no transformer blocks")
-        context_dims.add(_shape(shapes, f"{block}.transformer_blocks.0.attn2.to_k.weight")[1])
-        linear.add(len(_shape(shapes, f"{block}.proj_in.weight")) == 2)
-        return depth
-
-    out_ch = model_channels
-    while True:
-        block = f"input_blocks.{index}"
-        if f"{block}.0.op.weight" in shapes:
-            close_level(out_ch)
-            level_blocks = 0
-        elif f"{block}.0.in_layers.2.weight" in shapes:
-            out_ch = _shape(shapes, f"{block}.0.in_layers.2.weight")[0]
-            level_blocks += 1
-            level_depths.add(note_transformer(f"{block}.1") if f"{block}.1.proj_in.weight" in shapes else 0)
-        else:
-            break
-        index += 1
-    if level_blocks == 0:
-        raise _unet_error("no residual blocks after the last downsampling (input_blocks)")
-    close_level(out_ch)
-    if "middle_block.1.proj_in.weight" not in shapes:
-        raise _unet_error("the middle block has no spatial transformer (middle_block.1)")
-    depth_middle = note_transformer("middle_block.1")
-    expected_outputs = sum(n + 1 for n in num_res_blocks)
-    if f"output_blocks.{expected_outputs - 1}.0.in_layers.2.weight" not in shapes or (
-        f"output_blocks.{expected_outputs}.0.in_layers.2.weight" in shapes
-    ):
-        raise _unet_error(f"expected {expected_outputs} output blocks for {len(num_res_blocks)} levels")
-    for index in range(expected_outputs):
-        block = f"output_blocks.{index}.1"
-        if f"{block}.proj_in.weight" in shapes:
-            note_transformer(block)
-    if len(context_dims) != 1:
-        raise _unet_error(f"transformers disagree on the context width: {sorted(context_dims)}")
-    if len(linear) != 1:
-        raise _unet_error("some transformers project with linear layers and some with convolutions")
-    return UNetConfig(
-        in_channels=in_channels,
-        out_channels=out_channels,
-        model_channels=model_channels,
-        channel_mult=tuple(channel_mult),
-        num_res_blocks=tuple(num_res_blocks),
-        transformer_depth=tuple(depths),
-        transformer_depth_middle=depth_middle,
-        context_dim=context_dims.pop(),
-        adm_in_channels=adm_in_channels,
-        num_head_channels=num_head_channels,
-        use_linear_in_transformer=linear.pop(),
-    )
-
-
-# ---------------------------------------------------------------------------------------------
 # Classification
 
 _OLDER_FAMILIES = (
@@ -465,11 +304,13 @@ def classify_shapes(path: Path, shapes: Mapping[str, Sequence[int]]) -> Checkpoi
     except CheckpointError as error:
         return CheckpointInfo(path, CheckpointKind.OTHER, f"{path.name}: {error}", None)
 
+    from_text_encoder = True
     if SDXL_BASE_TEXT_KEY in shapes:
         kind = CheckpointKind.SDXL_BASE
     elif SDXL_REFINER_TEXT_KEY in shapes:
         kind = CheckpointKind.SDXL_REFINER
     else:
+        from_text_encoder = False
         kind = _kind_from_unet(config)
         if kind is None:
             if config.adm_in_channels is None and context in (768, 1024):
@@ -498,7 +339,7 @@ def classify_shapes(path: Path, shapes: Mapping[str, Sequence[int]]) -> Checkpoi
             "choose an SDXL refiner or base-type checkpoint"
         )
         return CheckpointInfo(path, CheckpointKind.OTHER, reason, None)
-    return CheckpointInfo(path, kind, None, config)
+    return CheckpointInfo(path, kind, None, config, kind_from_text_encoder=from_text_encoder)
 
 
 def classify_checkpoint(path: str | os.PathLike) -> CheckpointInfo:
@@ -666,18 +507,18 @@ def _convert_pickled_unet(
     return converted
 
 
-def _build_without_weights(
-    build: Callable[[UNetConfig], torch.nn.Module], config: UNetConfig
-) -> torch.nn.Module:
+def _build_without_weights(build: Build, params: dict) -> torch.nn.Module:
     """On the meta device nothing is allocated and no weight initialiser draws from the global RNG
     (a draw would change the next img2img image). ``torch.random.fork_rng`` is not used: it
     restores the RNG on exit, which rewinds draws that another thread made meanwhile, and loads
     run in a background thread while the base samples."""
     with torch.device("meta"):
-        return build(config)
+        return build(params)
 
 
-def _check_layout(path: Path, module: torch.nn.Module, state: Mapping[str, torch.Tensor]) -> None:
+def _check_layout(
+    path: Path, module: torch.nn.Module, state: Mapping[str, torch.Tensor], host: HostUNetConfig | None
+) -> None:
     expected = {key: tuple(value.shape) for key, value in module.state_dict().items()}
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -694,21 +535,26 @@ def _check_layout(path: Path, module: torch.nn.Module, state: Mapping[str, torch
     if mismatched:
         problems.append(f"{len(mismatched)} shape mismatches, e.g. {'; '.join(mismatched[:3])}")
     if problems:
+        built_from = f"from {host.source}" if host is not None else "from its shapes"
         raise CheckpointError(
-            f"Refiner checkpoint {str(path)!r} does not fit the UNet built for it: {'; '.join(problems)}. "
-            "The file is damaged or of an unsupported variant: choose another refiner checkpoint."
+            f"Refiner checkpoint {str(path)!r} does not fit the UNet built for it ({built_from}): "
+            f"{'; '.join(problems)}. The file is damaged or of an unsupported variant: choose another refiner "
+            "checkpoint."
         )
 
 
 def load_unet(
     path: str | os.PathLike,
-    build: Callable[[UNetConfig], torch.nn.Module],
+    build: Build,
     dtype: torch.dtype | None,
     device: str | torch.device = "cpu",
     *,
     pin_memory: bool = False,
+    host_config: HostUNetConfig | None = None,
 ) -> torch.nn.Module:
-    """Builds the UNet for the file's own config and fills it with the file's UNet weights.
+    """Builds the UNet from ``host_config`` (the config the host builds this file with; ``None``
+    where it has none: the file's shapes decide) and fills it with the file's UNet weights.
+    ``build`` takes the UNet class's keyword arguments.
 
     Everything happens on a local module: any error leaves nothing half-loaded behind.
     """
@@ -716,9 +562,10 @@ def load_unet(
     info, index = _classify(resolved)
     if not info.usable_as_refiner:
         raise CheckpointError(f"Refiner checkpoint {str(resolved)!r} cannot be used: {info.reason}.")
-    module = _build_without_weights(build, info.unet_config)
+    params = unet_constructor_params(info.unet_config, host_config, str(resolved))
+    module = _build_without_weights(build, params)
     state = index.take_unet_state_dict(dtype, pin_memory)
-    _check_layout(resolved, module, state)
+    _check_layout(resolved, module, state, host_config)
     module.load_state_dict(state, strict=True, assign=True)
     left_on_meta = [
         name for name, tensor in [*module.named_parameters(), *module.named_buffers()] if tensor.is_meta

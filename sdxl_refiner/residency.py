@@ -23,13 +23,13 @@ from typing import Protocol
 
 import torch
 
-from sdxl_refiner.checkpoint import UNetConfig, load_unet
+from sdxl_refiner.checkpoint import Build, load_unet
 from sdxl_refiner.errors import CheckpointError, SettingsError
+from sdxl_refiner.unet_config import HostUNetConfig
 
 # Room left for activations while sampling at SDXL sizes (1024², batch 1, fp16, sliced attention).
 DEFAULT_HEADROOM_BYTES = 2 * 2**30
 
-Build = Callable[[UNetConfig], torch.nn.Module]
 FilePath = str | os.PathLike
 Device = str | torch.device
 LoadDtype = torch.dtype | None  # None keeps each tensor's dtype from the file
@@ -221,6 +221,7 @@ class _Request:
     dtype: torch.dtype | None
     device: str
     pin_memory: bool
+    host_config: HostUNetConfig | None
 
 
 class PendingRefiner:
@@ -352,23 +353,38 @@ class RefinerCache:
             self._evict_down_to(capacity)
 
     def get(
-        self, path: FilePath, build: Build, dtype: LoadDtype, device: Device = "cpu", *, pin_memory: bool = False
+        self,
+        path: FilePath,
+        build: Build,
+        dtype: LoadDtype,
+        device: Device = "cpu",
+        *,
+        pin_memory: bool = False,
+        host_config: HostUNetConfig | None = None,
     ) -> torch.nn.Module:
         """The refiner UNet for this file, loaded now unless cached (or already loading)."""
-        return self._request(path, build, dtype, device, pin_memory, background=False).result()
+        return self._request(path, build, dtype, device, pin_memory, host_config, background=False).result()
 
     def start_loading(
-        self, path: FilePath, build: Build, dtype: LoadDtype, device: Device = "cpu", *, pin_memory: bool = False
+        self,
+        path: FilePath,
+        build: Build,
+        dtype: LoadDtype,
+        device: Device = "cpu",
+        *,
+        pin_memory: bool = False,
+        host_config: HostUNetConfig | None = None,
     ) -> PendingRefiner:
         """Starts the load in a background thread (at the start of a generation) so the switch only
-        waits for what is left of it; every error, even a missing file, comes out of ``result``."""
-        return self._request(path, build, dtype, device, pin_memory, background=True)
+        waits for what is left of it; every error, even a missing file, comes out of ``result``.
+        ``host_config`` is part of what is cached: another config is another UNet."""
+        return self._request(path, build, dtype, device, pin_memory, host_config, background=True)
 
     def _request(
-        self, path, build: Build, dtype, device, pin_memory: bool, *, background: bool
+        self, path, build: Build, dtype, device, pin_memory: bool, host_config, *, background: bool
     ) -> PendingRefiner:
         try:
-            request = _Request(file_identity(path), dtype, str(torch.device(device)), pin_memory)
+            request = _Request(file_identity(path), dtype, str(torch.device(device)), pin_memory, host_config)
         except CheckpointError as error:
             return PendingRefiner(_failed(error), path)
         load_here = False
@@ -411,7 +427,12 @@ class RefinerCache:
     def _load(self, request: _Request, build: Build, epoch: int) -> torch.nn.Module:
         try:
             module = self._loader(
-                request.identity.path, build, request.dtype, request.device, pin_memory=request.pin_memory
+                request.identity.path,
+                build,
+                request.dtype,
+                request.device,
+                pin_memory=request.pin_memory,
+                host_config=request.host_config,
             )
         finally:
             with self._lock:

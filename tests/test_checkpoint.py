@@ -12,10 +12,10 @@ from hypothesis import strategies as st
 from sdxl_refiner.checkpoint import (
     CheckpointKind,
     classify_checkpoint,
-    infer_unet_config,
     read_unet_state_dict,
 )
 from sdxl_refiner.errors import CheckpointError
+from sdxl_refiner.unet_config import infer_unet_config
 from tests.support.checkpoints import write_checkpoint, write_pickle_checkpoint, write_sparse_checkpoint
 from tests.support.sgm_unet import SgmUNet
 from tests.test_sgm_layout import SDXL_BASE_PARAMS, SDXL_REFINER_PARAMS, fixture_table
@@ -113,6 +113,8 @@ def test_inferred_config_reproduces_any_sgm_config_it_was_built_from(case):
         context_dim=case["context_dim"],
         num_head_channels=32,
         use_linear_in_transformer=case["linear"],
+        use_spatial_transformer=True,
+        legacy=False,
     )
     if case["adm"]:
         params.update(adm_in_channels=case["adm"], num_classes="sequential")

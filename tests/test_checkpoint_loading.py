@@ -18,8 +18,8 @@ from tests.support.sgm_unet import SgmUNet
 PREFIX = "model.diffusion_model."
 
 
-def build_sgm(config):
-    return SgmUNet(**config.as_sgm_params())
+def build_sgm(params):
+    return SgmUNet(**params)
 
 
 @pytest.fixture
@@ -161,9 +161,9 @@ def test_loaded_unet_equals_a_unet_with_the_file_weights_and_leaves_the_global_r
 
 
 def test_a_build_that_draws_random_numbers_still_leaves_the_global_rng_alone(refiner_path):
-    def noisy_build(config):
+    def noisy_build(params):
         torch.randn(100)
-        return SgmUNet(**config.as_sgm_params())
+        return SgmUNet(**params)
 
     rng_before = torch.get_rng_state()
     load_unet(refiner_path, noisy_build, torch.float32)
@@ -179,16 +179,16 @@ def test_a_unet_missing_a_tensor_is_refused_naming_the_file_and_the_tensor(tmp_p
 
 
 def test_a_unet_that_does_not_fit_the_built_module_is_refused_with_the_mismatches(refiner_path):
-    def wrong_width(config):
-        return SgmUNet(**{**config.as_sgm_params(), "context_dim": config.context_dim + 8})
+    def wrong_width(params):
+        return SgmUNet(**{**params, "context_dim": params["context_dim"] + 8})
 
     with pytest.raises(CheckpointError, match=r"refiner\.safetensors.*shape mismatches.*attn2\.to_k\.weight"):
         load_unet(refiner_path, wrong_width, torch.float32)
 
 
 def test_a_module_with_tensors_the_file_lacks_is_refused(refiner_path):
-    def with_extra_buffer(config):
-        unet = SgmUNet(**config.as_sgm_params())
+    def with_extra_buffer(params):
+        unet = SgmUNet(**params)
         unet.register_buffer("calibration", torch.zeros(3), persistent=False)
         return unet
 

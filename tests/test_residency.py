@@ -29,8 +29,8 @@ GIB = 2**30
 NO_FLAGS = {"host_lowvram": False, "host_medvram": False}
 
 
-def build_sgm(config):
-    return SgmUNet(**config.as_sgm_params())
+def build_sgm(params):
+    return SgmUNet(**params)
 
 
 # --- decisions ------------------------------------------------------------------------------------
@@ -188,11 +188,11 @@ class CountingLoader:
         self.paths = []
         self.release = release
 
-    def __call__(self, path, build, dtype, device, *, pin_memory=False):
+    def __call__(self, path, build, dtype, device, *, pin_memory=False, host_config=None):
         self.paths.append(path.name)
         if self.release is not None:
             assert self.release.wait(30)
-        return load_unet(path, build, dtype, device, pin_memory=pin_memory)
+        return load_unet(path, build, dtype, device, pin_memory=pin_memory, host_config=host_config)
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ def write_stranger(webui) -> str:
 def own_encoding(webui, name: str, prompt: str, width: int = 64, height: int = 64) -> dict:
     """What the refiner checkpoint's own conditioner makes of the prompt (stand-in sgm model)."""
     prompt_parser = webui.module("modules.prompt_parser")
-    engine = webui.sgm.load_engine(webui.checkpoint(name).filename)
+    engine = webui.sd_models.build_model(webui.checkpoint(name))
     return engine.get_learned_conditioning(prompt_parser.SdConditioning([prompt], width=width, height=height))
 
 

@@ -100,7 +100,7 @@ def test_a_failed_refiner_load_is_reported_at_the_switch_and_the_base_is_back(we
         p.sdxl_refiner_run.pending.result()  # the load has finished; now damage what a reload would read
         from sdxl_refiner.webui import loading
         loading.resources().cache.unload()
-        p.sdxl_refiner_run.pending = loading.start_loading(str(path) + ".missing", p.sdxl_refiner_run.placement)
+        p.sdxl_refiner_run.pending = loading.start_loading(str(path) + ".missing", p.sdxl_refiner_run.placement, None)
 
     script.process = process_then_break_file
     from sdxl_refiner.errors import CheckpointError
@@ -122,10 +122,8 @@ def test_a_refined_generation_leaves_the_next_plain_one_identical_to_a_clean_run
 
 def test_loading_the_refiner_does_not_draw_from_the_global_rng(webui):
     webui.write_pair()
-    from sdxl_refiner.webui import loading
-
     torch.manual_seed(0)
     expected = torch.rand(3)
     torch.manual_seed(0)
-    loading.resources().cache.get(str(webui.checkpoint("refiner.safetensors").filename), loading.build_unet, torch.float32, "cpu")
+    cached_refiner(webui, dtype=torch.float32)
     assert torch.equal(torch.rand(3), expected)

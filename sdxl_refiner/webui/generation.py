@@ -63,6 +63,7 @@ def _prepare(p, run: RefinerRun) -> None:
     run.checkpoint_info = webui_info
     run.checkpoint_path = str(webui_info.filename)
     info = loading.classify_refiner(webui_info)
+    host_config = loading.unet_config_for(webui_info, info)
     run.checkpoint_title = loading.hashed_short_title(webui_info)
     run.spec = loading.cond_spec(p.sd_model, info)
     base_path = str(p.sd_model.sd_checkpoint_info.filename)
@@ -71,7 +72,7 @@ def _prepare(p, run: RefinerRun) -> None:
     _turn_builtin_refiner_off(p, run)
     refiner_bytes = int(info.path.stat().st_size)
     run.placement = loading.placement(refiner_bytes)
-    run.pending = loading.start_loading(run.checkpoint_path, run.placement)
+    run.pending = loading.start_loading(run.checkpoint_path, run.placement, host_config)
 
 
 def _own_text_encoder(sd_model, run: RefinerRun) -> own_text.OwnTextEncoder:

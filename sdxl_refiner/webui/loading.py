@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from sdxl_refiner.checkpoint import CheckpointInfo, CheckpointKind, UNetConfig, classify_checkpoint
+from sdxl_refiner.checkpoint import CheckpointInfo, CheckpointKind, classify_checkpoint
 from sdxl_refiner.conditioning import RefinerCondSpec, text_encoders_identical
 from sdxl_refiner.errors import CheckpointError, ConditioningError, RefinerError
 from sdxl_refiner.residency import (
@@ -26,6 +26,8 @@ from sdxl_refiner.residency import (
     file_identity,
     placement_for,
 )
+from sdxl_refiner.unet_config import HostUNetConfig, UNetConfig, unet_constructor_params
+from sdxl_refiner.webui import model_config
 
 RESOURCES_ATTRIBUTE = "sdxl_refiner_resources"
 BASE_ENCODER_PREFIXES = ("conditioner.embedders.0.", "conditioner.embedders.1.")
@@ -246,16 +248,29 @@ def placement(refiner_bytes: int) -> Placement:
     return chosen
 
 
-def build_unet(config: UNetConfig) -> torch.nn.Module:
+def build_unet(params: dict) -> torch.nn.Module:
     """The class the WebUI itself builds SDXL UNets with, so its attention optimisations apply."""
     from sgm.modules.diffusionmodules.openaimodel import UNetModel
 
-    return UNetModel(**config.as_sgm_params())
+    return UNetModel(**params)
 
 
-def start_loading(path: str, where: Placement):
+def unet_config_for(webui_info, info: CheckpointInfo) -> HostUNetConfig | None:
+    """The config the WebUI builds this checkpoint with, checked against its weights now, so that a
+    contradiction is refused before any step runs."""
+    host = model_config.host_unet_config(webui_info, info)
+    unet_constructor_params(info.unet_config, host, str(webui_info.filename))
+    return host
+
+
+def start_loading(path: str, where: Placement, host_config: HostUNetConfig | None):
     from modules import devices
 
     return resources().cache.start_loading(
-        path, build_unet, devices.dtype_unet, where.storage_device, pin_memory=where.pin_memory
+        path,
+        build_unet,
+        devices.dtype_unet,
+        where.storage_device,
+        pin_memory=where.pin_memory,
+        host_config=host_config,
     )

@@ -40,6 +40,7 @@ class StandinWebUI:
         import modules.scripts
         import modules.sd_hijack  # patches sgm's UNet forward, as the WebUI does at start
         import modules.sd_models
+        import modules.sd_models_config
         import modules.sd_samplers
         import modules.shared
         import sgm.models.diffusion
@@ -51,10 +52,12 @@ class StandinWebUI:
         self.script_callbacks = modules.script_callbacks
         self.scripts = modules.scripts
         self.sd_models = modules.sd_models
+        self.sd_models_config = modules.sd_models_config
         self.sd_samplers = modules.sd_samplers
         self.sgm = sgm.models.diffusion
         self.models_dir = models_dir
         self.sd_models.model_path = str(models_dir)
+        self._write_type_configs(models_dir.parent.parent / "repositories" / "generative-models" / "configs")
         self.shared.device = self.devices.device
         self.shared.state.begin()
 
@@ -62,18 +65,38 @@ class StandinWebUI:
         __import__(name)
         return sys.modules[name]
 
+    def _write_type_configs(self, folder: Path) -> None:
+        """The WebUI's own configs for SDXL base and refiner, here for the miniature models' widths."""
+        folder.mkdir(parents=True, exist_ok=True)
+        widths = self.sgm.TinySdxlWidths()
+        for kind, attribute in (("base", "config_sdxl"), ("refiner", "config_sdxl_refiner")):
+            path = folder / f"sd_xl_{kind}.yaml"
+            self.sgm.write_config(widths.unet_params(kind), path)
+            setattr(self.sd_models_config, attribute, str(path))
+        self.type_configs = {kind: widths.unet_params(kind) for kind in ("base", "refiner")}
+
     def write_checkpoint(self, name: str, kind: str = "base", seed: int = 0, *, engine=None, widths=None,
-                         text_encoder_of: str | None = None) -> Path:
+                         text_encoder_of: str | None = None, config_beside: bool | None = None) -> Path:
         """Writes a miniature SDXL ``kind`` ("base" or "refiner") checkpoint into the models folder
         and refreshes the checkpoint list. ``engine`` writes that model's weights instead;
-        ``text_encoder_of`` (a checkpoint name) shares that file's second text encoder."""
+        ``text_encoder_of`` (a checkpoint name) shares that file's second text encoder.
+
+        A same-name ``.yaml`` with the model's config is written beside it when ``config_beside``,
+        or by default when the WebUI's config for its type does not describe it."""
         if engine is None:
             widths = widths or self.sgm.TinySdxlWidths()
-            donor = self.sgm.load_engine(self.models_dir / text_encoder_of) if text_encoder_of else None
+            donor = self.sd_models.build_model(self.checkpoint(text_encoder_of)) if text_encoder_of else None
             engine = self.sgm.build_engine(kind, widths, seed, text_encoder_of=donor)
         path = self.models_dir / name
         path.parent.mkdir(parents=True, exist_ok=True)
         self.sgm.save_engine(engine, path)
+        config = path.with_suffix(".yaml")
+        if config_beside is None:
+            config_beside = engine.network_params not in self.type_configs.values()
+        if config_beside:
+            self.sgm.write_config(engine.network_params, config)
+        else:
+            config.unlink(missing_ok=True)
         self.sd_models.list_models()
         return path
 

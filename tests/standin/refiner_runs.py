@@ -47,12 +47,15 @@ class CallTrace:
         return [name for name, *_ in self.calls]
 
 
-def cached_refiner(webui, name: str = "refiner.safetensors") -> torch.nn.Module:
-    """The refiner UNet the extension will use (same cache entry), loaded now."""
+def cached_refiner(webui, name: str = "refiner.safetensors", dtype: torch.dtype | None = None) -> torch.nn.Module:
+    """The refiner UNet the extension will use (same cache entry: same file and config), loaded now."""
     from sdxl_refiner.webui import loading
 
-    path = str(webui.checkpoint(name).filename)
-    return loading.resources().cache.get(path, loading.build_unet, webui.devices.dtype_unet, "cpu")
+    info = webui.checkpoint(name)
+    host_config = loading.unet_config_for(info, loading.classify_refiner(info))
+    return loading.resources().cache.get(
+        str(info.filename), loading.build_unet, dtype or webui.devices.dtype_unet, "cpu", host_config=host_config
+    )
 
 
 def traced(webui) -> CallTrace:

@@ -192,12 +192,38 @@ class TimestepEmbedSequential(nn.Sequential):
         return x
 
 
+# sgm options whose other values change the computation; only their defaults are implemented.
+UNSUPPORTED_OPTIONS = {
+    "disable_self_attentions": None,
+    "num_attention_blocks": None,
+    "disable_middle_self_attn": False,
+    "use_scale_shift_norm": False,
+    "resblock_updown": False,
+    "conv_resample": True,
+    "dims": 2,
+    "use_new_attention_order": False,
+    "n_embed": None,
+}
+
+
 def _per_level(value: int | Sequence[int], levels: int) -> list[int]:
     return [value] * levels if isinstance(value, int) else list(value)
 
 
+def _heads(channels: int, num_heads: int, num_head_channels: int, legacy: bool) -> tuple[int, int]:
+    """Heads and head width of a transformer, derived as sgm's ``UNetModel`` derives them."""
+    if num_head_channels == -1:
+        heads, dim_head = num_heads, channels // num_heads
+    else:
+        heads, dim_head = channels // num_head_channels, num_head_channels
+    if legacy:
+        dim_head = channels // heads
+    return heads, dim_head
+
+
 class SgmUNet(nn.Module):
-    """Takes the ``network_config.params`` of sgm's yaml files (runtime-only keys are ignored)."""
+    """Takes the ``network_config.params`` of sgm's yaml files, with sgm's defaults; runtime-only
+    keys are ignored, and options that change the computation but are not implemented are refused."""
 
     def __init__(
         self,
@@ -208,20 +234,28 @@ class SgmUNet(nn.Module):
         num_res_blocks: int | Sequence[int],
         attention_resolutions: Sequence[int],
         channel_mult: Sequence[int] = (1, 2, 4, 8),
-        num_head_channels: int = 64,
+        num_heads: int = -1,
+        num_head_channels: int = -1,
         transformer_depth: int | Sequence[int] = 1,
         transformer_depth_middle: int | None = None,
         context_dim: int | Sequence[int] | None = None,
         adm_in_channels: int | None = None,
         num_classes: str | None = None,
         use_linear_in_transformer: bool = False,
-        use_spatial_transformer: bool = True,
-        legacy: bool = False,
+        use_spatial_transformer: bool = False,
+        legacy: bool = True,
         **runtime_only: object,
     ):
         super().__init__()
-        if not use_spatial_transformer or legacy:
-            raise ValueError("only SDXL-style UNets (use_spatial_transformer, legacy=False) are supported")
+        unsupported = {
+            key: value
+            for key, value in runtime_only.items()
+            if key in UNSUPPORTED_OPTIONS and value != UNSUPPORTED_OPTIONS[key]
+        }
+        if not use_spatial_transformer or unsupported:
+            raise ValueError(f"only SDXL-style UNets (use_spatial_transformer) are supported, not {unsupported}")
+        if num_heads == -1 and num_head_channels == -1:
+            raise ValueError("Either num_heads or num_head_channels has to be set")
         if num_classes not in (None, "sequential"):
             raise ValueError(f"num_classes={num_classes!r}: only None or 'sequential' is supported")
         levels = len(channel_mult)
@@ -237,10 +271,8 @@ class SgmUNet(nn.Module):
         time_dim = model_channels * 4
 
         def transformer(ch: int, depth: int) -> SpatialTransformer:
-            heads = ch // num_head_channels
-            return SpatialTransformer(
-                ch, heads, num_head_channels, depth, context_dim, use_linear_in_transformer
-            )
+            heads, dim_head = _heads(ch, num_heads, num_head_channels, legacy)
+            return SpatialTransformer(ch, heads, dim_head, depth, context_dim, use_linear_in_transformer)
 
         self.time_embed = nn.Sequential(
             nn.Linear(model_channels, time_dim), nn.SiLU(), nn.Linear(time_dim, time_dim)

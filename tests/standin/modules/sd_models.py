@@ -3,8 +3,9 @@
 ``CheckpointInfo`` names, titles, hashes and aliases are built as in 1.10.1: the sha256 comes from
 ``hashes``' cache, so a checkpoint not hashed yet has no ``shorthash`` and a title without
 ``[hash]`` until ``calculate_shorthash`` (loading it does) computes it. ``load_model`` builds the
-stand-in SDXL model (``sgm.models.diffusion.DiffusionEngine``) from a real safetensors file,
-applies ``lowvram`` and computes ``cond_stage_model_empty_prompt``. Simplified: no config files, no model cache, no VAE handling.
+stand-in SDXL model (``sgm.models.diffusion.DiffusionEngine``) from a real safetensors file and
+the config ``sd_models_config.find_checkpoint_config`` finds for it, applies ``lowvram`` and
+computes ``cond_stage_model_empty_prompt``. Simplified: no model cache, no VAE handling.
 """
 
 from __future__ import annotations
@@ -193,14 +194,21 @@ def get_empty_cond(sd_model):
     return d
 
 
-def load_model(checkpoint_info=None, already_loaded_state_dict=None):
-    from sgm.models.diffusion import load_engine
+def build_model(checkpoint_info):
+    """Stand-in only: the model a checkpoint file describes, built from its config, not made current."""
+    from modules import sd_models_config
+    from sgm.models.diffusion import load_engine, read_state
 
+    state_dict = read_state(checkpoint_info.filename)
+    return load_engine(state_dict, sd_models_config.find_checkpoint_config(state_dict, checkpoint_info))
+
+
+def load_model(checkpoint_info=None, already_loaded_state_dict=None):
     checkpoint_info = checkpoint_info or select_checkpoint()
     if model_data.sd_model is not None and model_data.sd_model.lowvram:
         lowvram.send_everything_to_cpu()
 
-    sd_model = load_engine(checkpoint_info.filename)
+    sd_model = build_model(checkpoint_info)
     sd_model.sd_model_hash = checkpoint_info.calculate_shorthash()
     sd_model.sd_model_checkpoint = checkpoint_info.filename
     sd_model.sd_checkpoint_info = checkpoint_info

@@ -3,7 +3,8 @@
 The WebUI patches ``get_learned_conditioning`` / ``apply_model`` onto sgm's class and sets
 ``is_sdxl``, ``alphas_cumprod``, ``parameterization``, ``cond_stage_key``, ``lowvram`` and more
 when it loads a model; here they are part of the class. ``save_engine`` / ``load_engine`` write
-and read real safetensors files in the SDXL key layout.
+and read real safetensors files in the SDXL key layout; ``load_engine`` builds the UNet from a
+config file's ``network_config``, as the WebUI builds every model from its config.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 from modules import devices, shared
+from omegaconf import OmegaConf
 from safetensors import safe_open
 from safetensors.torch import save_file
 from sgm.modules.diffusionmodules.openaimodel import UNetModel
@@ -110,23 +112,31 @@ class DiffusionEngine(nn.Module):
 
 @dataclass(frozen=True)
 class TinySdxlWidths:
-    """Widths of a miniature SDXL pair; the relations between them are SDXL's."""
+    """Widths of a miniature SDXL pair; the relations between them are SDXL's.
+
+    The head widths are not the family's 64 and differ between base and refiner: the weights do
+    not carry them, so only a UNet built from the model's config gets them right.
+    """
 
     clip_l: int = 32
     clip_g: int = 64
     scalar_embed: int = 8
     model_channels: int = 32
     vocab: int = 512
+    base_head_channels: int = 16
+    refiner_head_channels: int = 32
 
     def unet_params(self, kind: str) -> dict:
         context = self.clip_g if kind == "refiner" else self.clip_l + self.clip_g
         scalars = 5 if kind == "refiner" else 6
         return dict(
             in_channels=4, out_channels=4, model_channels=self.model_channels, num_res_blocks=1,
-            attention_resolutions=[2], channel_mult=[1, 2], num_head_channels=64,
+            attention_resolutions=[2], channel_mult=[1, 2],
+            num_head_channels=self.refiner_head_channels if kind == "refiner" else self.base_head_channels,
             transformer_depth=[0, 1], transformer_depth_middle=1, context_dim=context,
             adm_in_channels=self.clip_g + scalars * self.scalar_embed, num_classes="sequential",
             use_linear_in_transformer=True, use_spatial_transformer=True, legacy=False,
+            use_checkpoint=True, spatial_transformer_attn_type="softmax-xformers",
         )
 
 
@@ -160,13 +170,15 @@ def build_engine(
 
     ``text_encoder_of``: copy that model's second text encoder, as the released pair shares it.
     """
+    params = widths.unet_params(kind)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        unet = UNetModel(**widths.unet_params(kind))
+        unet = UNetModel(**params)
         for parameter in unet.parameters():
             parameter.data.normal_(0.0, 0.05)
         conditioner = build_conditioner(kind, widths.clip_l, widths.clip_g, widths.scalar_embed, widths.vocab)
         engine = DiffusionEngine(unet, conditioner)
+    engine.network_params = params
     if text_encoder_of is not None:
         second_text_encoder(engine).load_state_dict(second_text_encoder(text_encoder_of).state_dict())
     return engine.eval().requires_grad_(False)
@@ -178,26 +190,39 @@ def save_engine(engine: DiffusionEngine, path) -> None:
     save_file(state, str(path))
 
 
-def load_engine(path) -> DiffusionEngine:
-    """Builds the model a checkpoint file describes and loads every tensor of it."""
-    from sdxl_refiner.checkpoint import infer_unet_config
+def engine_config(network_params: dict) -> dict:
+    """A model config as the WebUI reads one (only what the stand-in builds from it)."""
+    return {"model": {"target": "sgm.models.diffusion.DiffusionEngine", "params": {"network_config": {
+        "target": "sgm.modules.diffusionmodules.openaimodel.UNetModel", "params": dict(network_params)}}}}
 
+
+def write_config(network_params: dict, path) -> None:
+    OmegaConf.save(OmegaConf.create(engine_config(network_params)), str(path))
+
+
+def read_state(path) -> dict:
     with safe_open(str(path), framework="pt") as file:
-        state = {key: file.get_tensor(key) for key in file.keys()}  # noqa: SIM118 - safe_open is not iterable
-    prefix = "model.diffusion_model."
-    config = infer_unet_config({key[len(prefix):]: tuple(v.shape) for key, v in state.items() if key.startswith(prefix)})
-    unet = UNetModel(**config.as_sgm_params())
+        return {key: file.get_tensor(key) for key in file.keys()}  # noqa: SIM118 - safe_open is not iterable
 
+
+def load_engine(state: dict, config_path) -> DiffusionEngine:
+    """Builds the model from the config file and loads every tensor of the checkpoint into it
+    (strictly, as the WebUI does: a UNet that does not fit its config fails here)."""
+    config = OmegaConf.load(str(config_path))
+    params = OmegaConf.to_container(config.model.params.network_config.params, resolve=True)
+    unet = UNetModel(**params)
+    adm = params["adm_in_channels"]
     if "conditioner.embedders.1.model.ln_final.weight" in state:
         kind, clip_l = "base", state["conditioner.embedders.0.transformer.text_model.final_layer_norm.weight"].shape[0]
         clip_g = state["conditioner.embedders.1.model.ln_final.weight"].shape[0]
         vocab = state["conditioner.embedders.1.model.token_embedding.weight"].shape[0]
-        scalar_embed = (config.adm_in_channels - clip_g) // 6
+        scalar_embed = (adm - clip_g) // 6
     else:
         kind, clip_l = "refiner", 0
         clip_g = state["conditioner.embedders.0.model.ln_final.weight"].shape[0]
         vocab = state["conditioner.embedders.0.model.token_embedding.weight"].shape[0]
-        scalar_embed = (config.adm_in_channels - clip_g) // 5
+        scalar_embed = (adm - clip_g) // 5
     engine = DiffusionEngine(unet, build_conditioner(kind, clip_l, clip_g, scalar_embed, vocab))
     engine.load_state_dict(state, strict=True)
+    engine.network_params = params
     return engine.eval().requires_grad_(False)

@@ -1,0 +1,73 @@
+"""The config the WebUI builds a checkpoint's model from, as the refiner UNet's constructor arguments.
+
+WebUI 1.10 builds every checkpoint from a config: the ``.yaml`` of the same name beside the file
+when there is one, else its own config for the detected type (generative-models'
+``configs/inference/sd_xl_base.yaml`` or ``sd_xl_refiner.yaml``). The head width and the other
+UNet parameters that the weights do not carry come only from there, so the refiner's UNet is
+built from that same config, with the parameters the WebUI changes for inference changed alike.
+"""
+
+from __future__ import annotations
+
+import os
+
+from sdxl_refiner.checkpoint import CheckpointInfo, CheckpointKind
+from sdxl_refiner.errors import CheckpointError
+from sdxl_refiner.unet_config import HostUNetConfig
+
+# What the WebUI's ``sd_models.repair_config`` sets on every network config before building it.
+INFERENCE_OVERRIDES = {"use_checkpoint": False}
+
+
+def _type_config(info: CheckpointInfo) -> tuple[str, str] | None:
+    """The WebUI's own config for the file's type, and how to name it; only for a kind the WebUI
+    itself reads from the text encoder's keys (a UNet-only file gets the SD 1.x default there)."""
+    from modules import sd_models_config
+
+    if not info.kind_from_text_encoder:
+        return None
+    path = {
+        CheckpointKind.SDXL_REFINER: getattr(sd_models_config, "config_sdxl_refiner", None),
+        CheckpointKind.SDXL_BASE: getattr(sd_models_config, "config_sdxl", None),
+    }.get(info.kind)
+    if not path or not os.path.isfile(path):
+        return None
+    return path, f"the WebUI's {os.path.basename(path)}"
+
+
+def config_path_of(webui_info, info: CheckpointInfo) -> tuple[str, str] | None:
+    """The config file the WebUI would build this checkpoint with and its name for messages, or
+    ``None`` when it has none that fits (the UNet is then built from the file's shapes)."""
+    from modules import sd_models_config
+
+    beside = sd_models_config.find_checkpoint_config_near_filename(webui_info)
+    if beside is not None:
+        return beside, f"its config {beside}"
+    return _type_config(info)
+
+
+def host_unet_config(webui_info, info: CheckpointInfo) -> HostUNetConfig | None:
+    found = config_path_of(webui_info, info)
+    if found is None:
+        return None
+    path, source = found
+    return HostUNetConfig.from_params(source, {**_network_params(path, source), **INFERENCE_OVERRIDES})
+
+
+def _network_params(path: str, source: str) -> dict:
+    from omegaconf import OmegaConf
+
+    try:
+        config = OmegaConf.load(path)
+        network = OmegaConf.select(config, "model.params.network_config")
+        if network is None:
+            raise ValueError("it has no model.params.network_config, which an SDXL config has")
+        params = OmegaConf.to_container(network.get("params", {}), resolve=True)
+    except Exception as error:
+        raise CheckpointError(
+            f"SDXL Refiner cannot read {source}: {type(error).__name__}: {error}. Correct the .yaml, or remove it "
+            "when the checkpoint is a released SDXL model (the WebUI's own config then applies)."
+        ) from error
+    if not isinstance(params, dict):
+        raise CheckpointError(f"SDXL Refiner cannot read {source}: its network_config.params is not a mapping.")
+    return params
