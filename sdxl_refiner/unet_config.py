@@ -189,7 +189,8 @@ def infer_unet_config(
 @dataclass(frozen=True)
 class HostUNetConfig:
     """The UNet constructor arguments a host builds a file's model with (its config's
-    ``network_config.params``), and where they come from, to name it in errors.
+    ``network_config.params``); ``source`` names the config and ``remedy`` says what to do when it
+    does not fit the file, both in the host's terms.
 
     Kept as canonical JSON so that it is hashable and compares by value: the refiner cache keys on
     it, and an edited config is a different UNet.
@@ -197,11 +198,12 @@ class HostUNetConfig:
 
     source: str
     params_json: str
+    remedy: str = "correct the config, or choose another checkpoint"
 
     @classmethod
-    def from_params(cls, source: str, params: Mapping[str, object]) -> HostUNetConfig:
+    def from_params(cls, source: str, params: Mapping[str, object], remedy: str | None = None) -> HostUNetConfig:
         try:
-            return cls(source, json.dumps(dict(params), sort_keys=True))
+            return cls(source, json.dumps(dict(params), sort_keys=True), *([remedy] if remedy else []))
         except TypeError as error:
             raise CheckpointError(
                 f"The UNet config {source} holds a value that is not plain data ({error}); correct it."
@@ -227,8 +229,7 @@ def unet_constructor_params(inferred: UNetConfig, host: HostUNetConfig | None, c
     if problems:
         raise CheckpointError(
             f"Refiner checkpoint {checkpoint!r} does not fit the config it is built from, {host.source}: "
-            f"{'; '.join(problems)}. Correct that config, or put a .yaml of the checkpoint's own name beside "
-            "it that describes this model, or choose another checkpoint."
+            f"{'; '.join(problems)}. To fix it: {host.remedy}."
         )
     return params
 

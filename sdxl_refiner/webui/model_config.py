@@ -17,32 +17,44 @@ from sdxl_refiner.unet_config import HostUNetConfig
 
 # What the WebUI's ``sd_models.repair_config`` sets on every network config before building it.
 INFERENCE_OVERRIDES = {"use_checkpoint": False}
+# The WebUI's config for each kind (an attribute of ``sd_models_config``), and the model it describes.
+TYPE_CONFIGS = {
+    CheckpointKind.SDXL_REFINER: ("config_sdxl_refiner", "refiner"),
+    CheckpointKind.SDXL_BASE: ("config_sdxl", "base"),
+}
 
 
-def _type_config(info: CheckpointInfo) -> tuple[str, str] | None:
+def _type_config(info: CheckpointInfo) -> tuple[str, str, str] | None:
     """The WebUI's own config for the file's type, and how to name it; only for a kind the WebUI
     itself reads from the text encoder's keys (a UNet-only file gets the SD 1.x default there)."""
     from modules import sd_models_config
 
     if not info.kind_from_text_encoder:
         return None
-    path = {
-        CheckpointKind.SDXL_REFINER: getattr(sd_models_config, "config_sdxl_refiner", None),
-        CheckpointKind.SDXL_BASE: getattr(sd_models_config, "config_sdxl", None),
-    }.get(info.kind)
+    attribute, released = TYPE_CONFIGS.get(info.kind, (None, None))
+    path = getattr(sd_models_config, attribute, None) if attribute else None
     if not path or not os.path.isfile(path):
         return None
-    return path, f"the WebUI's {os.path.basename(path)}"
+    name = os.path.basename(path)
+    remedy = (
+        f"this is not a released SDXL {released}, so put a .yaml of its own name that "
+        "describes it beside the checkpoint (the WebUI builds the file from that), or choose another checkpoint"
+    )
+    return path, f"the WebUI's {name}", remedy
 
 
-def config_path_of(webui_info, info: CheckpointInfo) -> tuple[str, str] | None:
-    """The config file the WebUI would build this checkpoint with and its name for messages, or
-    ``None`` when it has none that fits (the UNet is then built from the file's shapes)."""
+def config_path_of(webui_info, info: CheckpointInfo) -> tuple[str, str, str] | None:
+    """The config file the WebUI would build this checkpoint with, its name and the fix for
+    messages, or ``None`` when it has none that fits (the UNet is then built from the file's shapes)."""
     from modules import sd_models_config
 
     beside = sd_models_config.find_checkpoint_config_near_filename(webui_info)
     if beside is not None:
-        return beside, f"its config {beside}"
+        remedy = (
+            f"correct {beside} (the WebUI builds the checkpoint from it too), or remove it when the checkpoint is "
+            "a released SDXL model"
+        )
+        return beside, f"its config {beside}", remedy
     return _type_config(info)
 
 
@@ -50,8 +62,8 @@ def host_unet_config(webui_info, info: CheckpointInfo) -> HostUNetConfig | None:
     found = config_path_of(webui_info, info)
     if found is None:
         return None
-    path, source = found
-    return HostUNetConfig.from_params(source, {**_network_params(path, source), **INFERENCE_OVERRIDES})
+    path, source, remedy = found
+    return HostUNetConfig.from_params(source, {**_network_params(path, source), **INFERENCE_OVERRIDES}, remedy)
 
 
 def _network_params(path: str, source: str) -> dict:

@@ -25,6 +25,8 @@ suite. It writes into the given ``models/Stable-diffusion`` folder and beside it
   OpenCLIP text encoder equals the base's (as with the released pair);
 - ``Stable-diffusion/tiny-sdxl-refiner-own-text.safetensors`` (+ ``.yaml``): a refiner-type model
   with a text encoder of its own (prompts must be encoded again);
+- ``Stable-diffusion/tiny-sdxl-refiner-wrong-config.safetensors`` (+ ``.yaml``): the refiner's
+  bytes with a ``.yaml`` whose ``model_channels`` (48) its weights contradict, for that refusal;
 - ``Stable-diffusion/tiny-sd1.safetensors`` (+ ``.yaml``): an SD1.x-type model (another latent
   space), for the refusals of a non-SDXL base or refiner;
 - ``VAE/tiny-sdxl-vae.safetensors``: the base's autoencoder alone;
@@ -57,6 +59,11 @@ VOCAB_SIZE = 49408
 CLIP_L_WIDTH = 32
 OPENCLIP_WIDTH = 64
 OPENCLIP_POOLED = 64
+# Not the SDXL family's 64, and not the same for both: the weights do not carry the head width,
+# so a refiner UNet not built from its file's config computes another image.
+BASE_HEAD_CHANNELS = 16
+REFINER_HEAD_CHANNELS = 32
+WRONG_MODEL_CHANNELS = 48
 
 OPENCLIP_ARCH_CONFIG = {
     "embed_dim": OPENCLIP_POOLED,
@@ -179,7 +186,7 @@ def engine_config(network: Mapping[str, Any], embedders: list[dict[str, Any]]) -
 
 
 def unet_params(*, model_channels: int, adm_in_channels: int, context_dim: int | list[int],
-                transformer_depth: int | list[int]) -> dict[str, Any]:
+                transformer_depth: int | list[int], num_head_channels: int) -> dict[str, Any]:
     return {
         "adm_in_channels": adm_in_channels,
         "num_classes": "sequential",
@@ -190,7 +197,7 @@ def unet_params(*, model_channels: int, adm_in_channels: int, context_dim: int |
         "attention_resolutions": [2],
         "num_res_blocks": 2,
         "channel_mult": [1, 2],
-        "num_head_channels": 64,
+        "num_head_channels": num_head_channels,
         "use_spatial_transformer": True,
         "use_linear_in_transformer": True,
         "transformer_depth": transformer_depth,
@@ -206,6 +213,7 @@ def base_config(clip_l_folder: Path) -> dict[str, Any]:
         adm_in_channels=OPENCLIP_POOLED + 6 * SCALAR_EMBED_DIM,
         context_dim=CLIP_L_WIDTH + OPENCLIP_WIDTH,
         transformer_depth=[1, 2],
+        num_head_channels=BASE_HEAD_CHANNELS,
     )
     embedders = [
         clip_l_embedder(clip_l_folder),
@@ -223,6 +231,7 @@ def refiner_config() -> dict[str, Any]:
         adm_in_channels=OPENCLIP_POOLED + 5 * SCALAR_EMBED_DIM,
         context_dim=OPENCLIP_WIDTH,
         transformer_depth=1,
+        num_head_channels=REFINER_HEAD_CHANNELS,
     )
     embedders = [
         openclip_embedder(),
@@ -231,6 +240,13 @@ def refiner_config() -> dict[str, Any]:
         scalar_embedder("aesthetic_score"),
     ]
     return engine_config(network, embedders)
+
+
+def wrong_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The refiner's config with a UNet width its weights do not have: a refusal to test."""
+    wrong = json.loads(json.dumps(config))
+    wrong["model"]["params"]["network_config"]["params"]["model_channels"] = WRONG_MODEL_CHANNELS
+    return wrong
 
 
 def sd1_config(clip_l_folder: Path) -> dict[str, Any]:
@@ -485,6 +501,9 @@ def make_all(webui: Path, checkpoints: Path) -> list[Path]:
         path = checkpoints / f"{name}.safetensors"
         save_checkpoint(tensors, refiner_cfg, path)
         written.append(path)
+    wrong_path = checkpoints / "tiny-sdxl-refiner-wrong-config.safetensors"
+    save_checkpoint(shared_text, wrong_config(refiner_cfg), wrong_path)
+    written.append(wrong_path)
 
     sd1_cfg = sd1_config(clip_l_folder)
     sd1_path = checkpoints / "tiny-sd1.safetensors"

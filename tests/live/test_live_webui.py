@@ -12,6 +12,7 @@ from tests.live.webui_api import (
     BASE_COPY,
     REFINER,
     REFINER_OWN_TEXT,
+    REFINER_WRONG_CONFIG,
     ApiError,
     WebUIApi,
     infotext,
@@ -49,6 +50,28 @@ def test_a_copy_of_the_base_as_refiner_gives_the_base_only_pixels(api, sampler):
     refined = api.txt2img(sampler_name=sampler, refiner=ours(BASE_COPY, 50))
     assert pixels(off) == pixels(refined)
     assert "SDXL Refiner" in infotext(refined)
+
+
+@pytest.mark.parametrize("sampler", ["Euler", "Euler a", "DPM++ 2M", "DPM++ 2M SDE"])
+def test_the_refiner_gives_the_pixels_of_the_builtin_refiner_switching_at_the_same_step(api, sampler):
+    """The WebUI's built-in refiner builds the whole refiner checkpoint from its own .yaml (head
+    width 32, not the family's 64): an independent oracle for the UNet ours builds. By sampling
+    steps, switch at 0.75 of 8 one-call steps is model call 6, as a 25 % share is."""
+    with api.options(refiner_switch_by_sample_steps=True):
+        builtin = api.txt2img(sampler_name=sampler, refiner_checkpoint=REFINER, refiner_switch_at=0.75)
+    refined = api.txt2img(sampler_name=sampler, refiner=ours(REFINER, 25))
+    assert "Refiner: " in infotext(builtin) and "SDXL Refiner split: base 6 / refiner 2" in infotext(refined)
+    assert pixels(builtin) == pixels(refined)
+    assert pixels(refined) != pixels(api.txt2img(sampler_name=sampler))
+
+
+def test_a_config_that_contradicts_the_weights_is_refused_naming_the_field_and_both_values(api):
+    with pytest.raises(ApiError) as caught:
+        api.txt2img(refiner=ours(REFINER_WRONG_CONFIG, 25))
+    body = caught.value.body
+    assert "model_channels is 48 in the config and 64 in the weights" in body
+    assert REFINER_WRONG_CONFIG.replace(".safetensors", ".yaml") in body
+    assert "/Stable-diffusion/" not in body, "the refusal names files as the checkpoint list does"
 
 
 def test_the_refiner_changes_the_image_and_says_so_in_the_infotext(api):

@@ -8,11 +8,16 @@ import json
 import os
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 BASE = os.environ.get("SDXL_REFINER_LIVE_BASE", "tiny-sdxl-base.safetensors")
 BASE_COPY = os.environ.get("SDXL_REFINER_LIVE_BASE_COPY", "tiny-sdxl-base-copy.safetensors")
 REFINER = os.environ.get("SDXL_REFINER_LIVE_REFINER", "tiny-sdxl-refiner.safetensors")
 REFINER_OWN_TEXT = os.environ.get("SDXL_REFINER_LIVE_REFINER_OWN_TEXT", "tiny-sdxl-refiner-own-text.safetensors")
+REFINER_WRONG_CONFIG = os.environ.get(
+    "SDXL_REFINER_LIVE_REFINER_WRONG_CONFIG", "tiny-sdxl-refiner-wrong-config.safetensors"
+)
 SCRIPT_KEY = "sdxl refiner"
 
 
@@ -40,6 +45,17 @@ class WebUIApi:
         except urllib.error.HTTPError as error:
             raise ApiError(error.code, error.read().decode(errors="replace")) from error
         return json.loads(body) if body else {}
+
+    @contextmanager
+    def options(self, **options: object) -> Iterator[None]:
+        """Sets WebUI options for the block and puts the old values back, however it ends
+        (``override_settings`` would keep an option never saved before)."""
+        saved = self.call("/sdapi/v1/options")
+        self.call("/sdapi/v1/options", options)
+        try:
+            yield
+        finally:
+            self.call("/sdapi/v1/options", {name: saved.get(name) for name in options})
 
     def txt2img(self, **fields) -> dict:
         return self.call("/sdapi/v1/txt2img", request(**fields))
