@@ -42,9 +42,10 @@ def test_refiner_with_the_base_weights_gives_the_image_of_base_only_bit_for_bit(
     trace.attach(cached_refiner(webui, copy), "refiner")
     for seed in MORE_SEEDS.get(sampler, (3,)):
         base_only = webui.run(webui.txt2img(sampler_name=sampler, steps=6, seed=seed)).samples
+        calls_before = len(trace.calls)
         refined = refine(webui, webui.txt2img(sampler_name=sampler, steps=6, seed=seed), ui_args(checkpoint=copy, steps_percent=50))
+        assert len(trace.calls) > calls_before, f"seed {seed}: the refiner UNet never ran, so this case proves nothing"
         assert torch.equal(torch.stack(base_only), torch.stack(refined.samples))
-    assert trace.calls, "the refiner UNet never ran: the test would prove nothing"
 
 
 @pytest.mark.parametrize("sampler", ["Euler", "Heun", "DPM++ 2M SDE", "DPM2 a"])
@@ -102,14 +103,20 @@ def test_refined_image_differs_from_base_only_and_repeats_exactly(webui):
     assert torch.equal(first, second)
 
 
-def test_dpm_adaptive_switches_once_by_sigma_and_never_back(webui):
+@pytest.mark.parametrize("sampler", ["DPM fast", "DPM adaptive"])
+def test_samplers_without_a_step_list_switch_once_by_sigma_and_never_back(webui, sampler):
     webui.write_pair()
     trace = traced(webui)
-    refine(webui, webui.txt2img(sampler_name="DPM fast", steps=6), ui_args(steps_percent=50))
+    p = webui.txt2img(sampler_name=sampler, steps=6)
+    result = refine(webui, p, ui_args(steps_percent=50))
     names = trace.names()
     first = names.index("refiner")
     assert first > 0
     assert names[first:] == ["refiner"] * (len(names) - first)
+    sigma_at_switch = trace.calls[first][1]
+    assert all(timestep > sigma_at_switch for _, timestep, *_ in trace.calls[:first])
+    assert "SDXL Refiner split: base 3 / refiner 3" in result.infotexts[0]
+    assert "did not run" not in result.infotexts[0]
 
 
 def test_the_infotext_names_the_refiner_and_the_split(webui):

@@ -76,8 +76,13 @@ def test_medvram_sends_the_base_out_before_the_refiner_comes_in(webui):
 def test_base_weights_refiner_under_low_vram_gives_the_base_only_image(webui, flag):
     load_with_flag(webui, flag)
     webui.write_checkpoint("copy.safetensors", engine=webui.shared.sd_model)
+    trace = CallTrace()
+    trace.attach(cached_refiner(webui, "copy.safetensors"), "refiner")
     base_only = webui.run(webui.txt2img(seed=41)).samples[0]
-    refined = refine(webui, webui.txt2img(seed=41), ui_args(checkpoint="copy.safetensors", steps_percent=50)).samples[0]
+    p = webui.txt2img(seed=41)
+    refined = refine(webui, p, ui_args(checkpoint="copy.safetensors", steps_percent=50)).samples[0]
+    assert trace.names() == ["refiner"] * 5, "the refiner ran its 5 steps under the low-VRAM hooks"
+    assert p.extra_generation_params["SDXL Refiner split"] == "base 5 / refiner 5"
     assert torch.equal(base_only, refined)
 
 

@@ -10,14 +10,17 @@ from tests.standin.refiner_runs import refine, traced, ui_args
 LONG_PROMPT = " ".join(f"word{i}" for i in range(90))
 
 
-@pytest.mark.parametrize(("denoising", "fix_steps", "steps_run"), [(0.5, False, 6), (0.3, False, 4), (0.5, True, 10)])
-def test_img2img_splits_the_steps_it_really_runs(webui, denoising, fix_steps, steps_run):
+@pytest.mark.parametrize(
+    ("denoising", "fix_steps", "steps_run", "refiner_steps"),
+    [(0.5, False, 6, 3), (0.3, False, 4, 2), (0.5, True, 10, 5), (0.45, False, 5, 3), (0.65, False, 7, 4)],
+)
+def test_img2img_splits_the_steps_it_really_runs(webui, denoising, fix_steps, steps_run, refiner_steps):
+    """img2img runs int(strength·steps) + 1 steps; at 50 % an odd count gives the refiner the half step."""
     webui.write_pair()
     webui.shared.opts.img2img_fix_steps = fix_steps
     trace = traced(webui)
     p = webui.img2img(steps=10, denoising_strength=denoising)
     refine(webui, p, ui_args(steps_percent=50))
-    refiner_steps = steps_run // 2 + steps_run % 2 if steps_run % 2 else steps_run // 2
     assert p.extra_generation_params["SDXL Refiner split"] == f"base {steps_run - refiner_steps} / refiner {refiner_steps}"
     assert trace.names().count("base") == steps_run - refiner_steps
     assert trace.names().count("refiner") == refiner_steps

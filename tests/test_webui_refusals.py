@@ -6,22 +6,29 @@ import pytest
 
 from sdxl_refiner.errors import CheckpointError, ConditioningError, PlanError, SettingsError
 from sdxl_refiner.webui.samplers import REFUSED_SAMPLER_LABELS
-from tests.standin.refiner_runs import refine, ui_args
+from tests.standin.refiner_runs import CallTrace, assert_restored, refine, snapshot, ui_args
 from tests.support.checkpoints import write_checkpoint
 
 
-def refused(webui, p, args, error_type) -> str:
-    with pytest.raises(error_type) as caught:
-        refine(webui, p, args)
-    assert webui.shared.sd_model.model.diffusion_model is base_unet_of(webui)
+def refused(webui, p, args, error_type, *, before_any_step: bool = True) -> str:
+    """Runs ``p``, expects ``error_type``, and checks the base is back exactly as it was (the same
+    module in the slot, its weights, device and hooks) and, unless the refusal can only come at
+    the switch, that no base step ran before it."""
+    before = snapshot(webui)
+    base_calls = CallTrace()
+    handle = base_calls.attach(before["unet"], "base")
+    try:
+        with pytest.raises(error_type) as caught:
+            refine(webui, p, args)
+    finally:
+        handle.remove()
+    assert_restored(webui, before)
+    if before_any_step:
+        assert base_calls.calls == [], "refused before any step"
     message = str(caught.value)
     for folder in {str(webui.models_dir), str(webui.models_dir.resolve())}:
         assert folder not in message, "API callers see checkpoint names, not the server's folders"
     return message
-
-
-def base_unet_of(webui):
-    return webui.shared.sd_model.model.diffusion_model
 
 
 def test_an_unknown_checkpoint_name_is_refused_with_where_to_find_names(webui):
@@ -77,7 +84,7 @@ def test_a_refiner_whose_load_fails_is_named_without_its_folder(webui, monkeypat
 
     webui.write_pair()
     monkeypatch.setattr(loading, "build_unet", out_of_memory)
-    message = refused(webui, webui.txt2img(steps=4), ui_args(), CheckpointError)
+    message = refused(webui, webui.txt2img(steps=4), ui_args(), CheckpointError, before_any_step=False)
     assert "'refiner.safetensors'" in message
     assert "not enough memory" in message
 

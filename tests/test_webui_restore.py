@@ -5,28 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.standin.refiner_runs import CallTrace, cached_refiner, refine, ui_args
-
-
-def snapshot(webui):
-    unet = webui.shared.sd_model.model.diffusion_model
-    return {
-        "unet": unet,
-        "weights": {k: v.clone() for k, v in unet.state_dict().items()},
-        "device": next(unet.parameters()).device,
-        "hooks": {name: dict(module._forward_pre_hooks) for name, module in unet.named_modules()},
-        "model_hooks": dict(webui.shared.sd_model.model._forward_pre_hooks),
-    }
-
-
-def assert_restored(webui, before) -> None:
-    unet = webui.shared.sd_model.model.diffusion_model
-    assert unet is before["unet"]
-    assert next(unet.parameters()).device == before["device"]
-    state = unet.state_dict()
-    assert all(torch.equal(state[k], v) for k, v in before["weights"].items())
-    assert {name: dict(module._forward_pre_hooks) for name, module in unet.named_modules()} == before["hooks"]
-    assert dict(webui.shared.sd_model.model._forward_pre_hooks) == before["model_hooks"]
+from tests.standin.refiner_runs import CallTrace, assert_restored, cached_refiner, refine, snapshot, ui_args
 
 
 def stop_after_refiner_calls(webui, count: int, flag: str):
@@ -83,16 +62,17 @@ def test_an_error_in_a_refiner_step_propagates_and_puts_the_base_back(webui):
     assert_restored(webui, before)
 
 
-def test_a_failed_refiner_load_is_reported_at_the_switch_and_the_base_is_back(webui):
+def test_a_failed_refiner_load_is_reported_at_the_switch_and_the_next_generations_are_clean(webui):
     webui.write_pair()
+    clean_plain = webui.run(webui.txt2img(steps=6, seed=5)).samples[0]
+    clean_refined = refine(webui, webui.txt2img(steps=6, seed=5)).samples[0]
     before = snapshot(webui)
     path = webui.checkpoint("refiner.safetensors").filename
-    p = webui.txt2img(steps=6)
-    script_args = ui_args()
+    p = webui.txt2img(steps=6, seed=5)
     from tests.standin.refiner_runs import load_script
 
     script = load_script()
-    webui.attach(p, script, script_args)
+    webui.attach(p, script, ui_args())
     original_process = script.process
 
     def process_then_break_file(p, *args):
@@ -105,9 +85,15 @@ def test_a_failed_refiner_load_is_reported_at_the_switch_and_the_base_is_back(we
     script.process = process_then_break_file
     from sdxl_refiner.errors import CheckpointError
 
-    with pytest.raises(CheckpointError):
+    trace = CallTrace()
+    handle = trace.attach(before["unet"], "base")
+    with pytest.raises(CheckpointError, match=r"\.missing"):
         webui.run(p)
+    handle.remove()
+    assert trace.names() == ["base"] * 5, "the base ran its 5 steps and the error came at the switch to step 6"
     assert_restored(webui, before)
+    assert torch.equal(refine(webui, webui.txt2img(steps=6, seed=5)).samples[0], clean_refined)
+    assert torch.equal(webui.run(webui.txt2img(steps=6, seed=5)).samples[0], clean_plain)
 
 
 def test_a_refined_generation_leaves_the_next_plain_one_identical_to_a_clean_run(webui):

@@ -71,3 +71,25 @@ def refine(webui, p, args: list | None = None, script=None):
     script = script or load_script()
     webui.attach(p, script, ui_args() if args is None else args)
     return webui.run(p)
+
+
+def snapshot(webui) -> dict:
+    """The base as the restore checks compare it: the module in the slot, its weights, device and hooks."""
+    unet = webui.shared.sd_model.model.diffusion_model
+    return {
+        "unet": unet,
+        "weights": {k: v.clone() for k, v in unet.state_dict().items()},
+        "device": next(unet.parameters()).device,
+        "hooks": {name: dict(module._forward_pre_hooks) for name, module in unet.named_modules()},
+        "model_hooks": dict(webui.shared.sd_model.model._forward_pre_hooks),
+    }
+
+
+def assert_restored(webui, before) -> None:
+    unet = webui.shared.sd_model.model.diffusion_model
+    assert unet is before["unet"]
+    assert next(unet.parameters()).device == before["device"]
+    state = unet.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in before["weights"].items())
+    assert {name: dict(module._forward_pre_hooks) for name, module in unet.named_modules()} == before["hooks"]
+    assert dict(webui.shared.sd_model.model._forward_pre_hooks) == before["model_hooks"]
