@@ -96,6 +96,13 @@
         return isNaN(value) ? fallback : value;
     }
 
+    // The panel's toggle: the hidden checkbox of the WebUI's InputAccordion ("<accordion id>-checkbox").
+    // Without one (another host's markup) the line is shown as if the panel were on.
+    function toggleOn(accordionId) {
+        var input = gradioApp().querySelector("#" + accordionId + "-checkbox input[type=checkbox]");
+        return input ? Boolean(input.checked) : true;
+    }
+
     function textIn(elemId) {
         var input = gradioApp().querySelector("#" + elemId + " input:checked") || gradioApp().querySelector("#" + elemId + " input");
         return input ? input.value : "";
@@ -111,7 +118,9 @@
         var steps = stepsRun(numberIn(tab + "_steps", 20), numberIn(tab + "_denoising_strength", 0.75), isImg2img, fixSteps);
         var percent = numberIn("sdxl_refiner_" + tab + "_steps_percent", 20);
         var startStep = numberIn("sdxl_refiner_" + tab + "_start_step", 0);
-        var text = describeSplit(planSplit(steps, percent, startStep), percent, startStep, textIn(tab + "_sampling"));
+        var text = toggleOn("sdxl_refiner_" + tab)
+            ? describeSplit(planSplit(steps, percent, startStep), percent, startStep, textIn(tab + "_sampling"))
+            : {line: "SDXL Refiner is off: the base runs all " + steps + " steps", hint: ""};
         var target = lineElem.querySelector(".sdxl-refiner-split-text");
         if (!target) {
             target = document.createElement("span");

@@ -224,6 +224,15 @@ class _Request:
     host_config: HostUNetConfig | None
 
 
+def out_of_memory(error: BaseException) -> bool:
+    """Memory advice helps only when memory ran out: in RAM, or on the GPU (torch reports that as a
+    RuntimeError subclass, and older builds as a plain RuntimeError with this text)."""
+    if isinstance(error, (MemoryError, torch.cuda.OutOfMemoryError)):
+        return True
+    text = str(error).lower()
+    return isinstance(error, RuntimeError) and ("out of memory" in text or "not enough memory" in text)
+
+
 class PendingRefiner:
     """A load that may still be running; ``result`` waits and raises its error as CheckpointError."""
 
@@ -244,9 +253,13 @@ class PendingRefiner:
         except (CheckpointError, TimeoutError, FutureTimeoutError):
             raise
         except Exception as error:
-            raise CheckpointError(
-                f"Loading the refiner {str(self._path)!r} failed: {type(error).__name__}: {error}. "
+            advice = (
                 "Free memory (or choose the offload residency) and try again."
+                if out_of_memory(error)
+                else "The console has the traceback; choose another refiner checkpoint if it is not a released SDXL model."
+            )
+            raise CheckpointError(
+                f"Loading the refiner {str(self._path)!r} failed: {type(error).__name__}: {error}. {advice}"
             ) from error
 
 

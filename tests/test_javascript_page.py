@@ -12,7 +12,7 @@ import pytest
 
 from sdxl_refiner.webui.options import UNLOAD_ROUTE
 from sdxl_refiner.webui.samplers import REFUSED_SAMPLER_LABELS
-from sdxl_refiner.webui.ui import elem_id
+from sdxl_refiner.webui.ui import ELEM_PREFIX, elem_id
 
 HARNESS = Path(__file__).resolve().parent / "js" / "page_harness.js"
 
@@ -27,8 +27,11 @@ def show(values: dict[str, object], opts: dict[str, object]) -> dict:
     return json.loads(done.stdout)
 
 
-def tab_values(tab: str, steps: int, percent: float, start_step: int = 0, sampler: str = "Euler") -> dict[str, object]:
+def tab_values(
+    tab: str, steps: int, percent: float, start_step: int = 0, sampler: str = "Euler", enabled: bool = True
+) -> dict[str, object]:
     return {
+        f"{ELEM_PREFIX}_{tab}-checkbox": enabled,
         f"{tab}_steps": steps,
         f"{tab}_sampling": sampler,
         elem_id(tab, "steps_percent"): percent,
@@ -41,6 +44,13 @@ def test_each_tab_shows_its_own_split_from_its_own_sliders() -> None:
     shown = show(values, {"img2img_fix_steps": False})["shown"]
     assert shown[elem_id("txt2img", "split")] == {"text": "Base: steps 1–24 · Refiner: steps 25–30", "hint": False}
     assert shown[elem_id("img2img", "split")] == {"text": "Base: steps 1–16 · Refiner: steps 17–21", "hint": False}
+
+
+def test_with_the_toggle_off_the_line_says_the_refiner_is_off_instead_of_a_split() -> None:
+    values = {**tab_values("txt2img", 30, 20, enabled=False), **tab_values("img2img", 40, 25)}
+    shown = show(values, {"img2img_fix_steps": True})["shown"]
+    assert shown[elem_id("txt2img", "split")] == {"text": "SDXL Refiner is off: the base runs all 30 steps", "hint": False}
+    assert shown[elem_id("img2img", "split")]["text"] == "Base: steps 1–30 · Refiner: steps 31–40"
 
 
 def test_img2img_fix_steps_makes_the_line_follow_the_steps_slider() -> None:

@@ -76,17 +76,30 @@ def test_a_corrupt_refiner_in_a_subfolder_is_named_as_the_checkpoint_list_names_
     assert "'refiners/broken.safetensors'" in message
 
 
-def test_a_refiner_whose_load_fails_is_named_without_its_folder(webui, monkeypatch):
+@pytest.mark.parametrize(
+    ("failure", "memory_advice"),
+    [
+        (RuntimeError("DefaultCPUAllocator: not enough memory: you tried to allocate 1 bytes"), True),
+        (MemoryError(), True),
+        (TypeError("__init__() got an unexpected keyword argument 'use_fp8'"), False),
+        (RuntimeError("mat1 and mat2 shapes cannot be multiplied"), False),
+    ],
+)
+def test_a_refiner_whose_load_fails_is_named_without_its_folder_with_memory_advice_only_for_memory(
+    webui, monkeypatch, failure, memory_advice
+):
     from sdxl_refiner.webui import loading
 
-    def out_of_memory(config):
-        raise RuntimeError("not enough memory")
+    def failing_build(params):
+        raise failure
 
     webui.write_pair()
-    monkeypatch.setattr(loading, "build_unet", out_of_memory)
+    monkeypatch.setattr(loading, "build_unet", failing_build)
     message = refused(webui, webui.txt2img(steps=4), ui_args(), CheckpointError, before_any_step=False)
     assert "'refiner.safetensors'" in message
-    assert "not enough memory" in message
+    assert f"{type(failure).__name__}: {failure}" in message
+    assert ("Free memory" in message) == memory_advice
+    assert ("traceback" in message) != memory_advice
 
 
 def test_a_base_that_is_not_sdxl_is_refused(webui):

@@ -58,6 +58,21 @@ def test_axes_are_registered_once_however_often_the_ui_is_built(grid) -> None:
     assert all(label.startswith("SDXL Refiner") for label in labels[len(before):])
 
 
+@pytest.mark.parametrize(
+    ("axis", "value", "label"),
+    [
+        ("SDXL Refiner steps %", 20.0, "SDXL Refiner steps %: 20"),
+        ("SDXL Refiner steps %", 12.5, "SDXL Refiner steps %: 12.5"),
+        ("SDXL Refiner steps %", 0.0, "SDXL Refiner steps %: 0 (off)"),
+        ("SDXL Refiner aesthetic score", 6.0, "SDXL Refiner aesthetic score: 6"),
+        ("SDXL Refiner aesthetic score", 7.25, "SDXL Refiner aesthetic score: 7.25"),
+    ],
+)
+def test_grid_labels_write_whole_numbers_without_a_decimal_point(grid, axis, value, label) -> None:
+    option = register(grid)[axis]
+    assert option.format_value(grid.txt2img(), option, value) == label
+
+
 def test_without_the_xyz_script_nothing_is_registered_and_nothing_fails(webui, capsys) -> None:  # noqa: F811
     from sdxl_refiner.webui import xyz
 

@@ -36,6 +36,20 @@ apply_checkpoint = _setter("checkpoint", enabled=True)
 apply_aesthetic_score = _setter("aesthetic_score")
 
 
+def _number(x: object) -> str:
+    number = round(float(x), 8)
+    return str(int(number)) if number.is_integer() else str(number)
+
+
+def format_share(_p: object, opt: object, x: object) -> str:
+    """Grid labels read "20", not the "20.0" of the WebUI's float formatter; 0 says it is off."""
+    return f"{opt.label}: {_number(x)}" + (" (off)" if float(x) == 0 else "")
+
+
+def format_score(_p: object, opt: object, x: object) -> str:
+    return f"{opt.label}: {_number(x)}"
+
+
 def checkpoint_titles() -> list[str]:
     from modules import sd_models
 
@@ -74,12 +88,12 @@ def register_axes() -> None:
         return
     remove_path = getattr(xyz_grid, "format_remove_path", xyz_grid.format_value_add_label)
     xyz_grid.axis_options.extend([
-        xyz_grid.AxisOption(AXIS_STEPS_PERCENT, float, apply_steps_percent),
+        xyz_grid.AxisOption(AXIS_STEPS_PERCENT, float, apply_steps_percent, format_value=format_share),
         xyz_grid.AxisOption(
             AXIS_CHECKPOINT, str, apply_checkpoint, format_value=remove_path, confirm=confirm_checkpoints,
             cost=1.0, choices=checkpoint_titles,
         ),
-        xyz_grid.AxisOption(AXIS_AESTHETIC_SCORE, float, apply_aesthetic_score),
+        xyz_grid.AxisOption(AXIS_AESTHETIC_SCORE, float, apply_aesthetic_score, format_value=format_score),
     ])
 
 

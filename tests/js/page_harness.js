@@ -1,5 +1,5 @@
 // Runs javascript/sdxl_refiner.js as the browser does (no `module`), on a minimal page: one element
-// per id given on stdin, each holding an input with a value. Prints the split line of each tab
+// per id given on stdin, each holding an input with a value (checked when the value is true). Prints the split line of each tab
 // after the WebUI's "UI loaded" callbacks, and the unload request the settings link sends.
 "use strict";
 
@@ -12,7 +12,7 @@ function makeElement(value) {
         children: [],
         textContent: "",
         className: "",
-        input: value === undefined ? null : {value: String(value)},
+        input: value === undefined ? null : {value: String(value), checked: value === true},
         classList: {
             names: new Set(),
             toggle(name, on) {
