@@ -7,7 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.support.checkpoints import random_unet_state, small_unet_params
+from sdxl_refiner.checkpoint import load_unet
+from sdxl_refiner.unet_config import HostUNetConfig
+from tests.support.checkpoints import random_unet_state, small_unet_params, write_checkpoint
+from tests.support.real_sgm import SgmUnavailable, unet_model_class
 from tests.support.sgm_unet import SgmUNet, timestep_embedding
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -118,38 +121,64 @@ def test_unet_refuses_y_when_it_has_no_label_embedding():
         unet(torch.zeros(1, 4, 8, 8), torch.zeros(1), context=torch.zeros(1, 2, 1024), y=torch.zeros(1, 4))
 
 
-@pytest.mark.parametrize("kind", ["refiner", "base", "sd2"])
-def test_same_layout_and_output_as_generative_models_unet_when_sgm_is_importable(kind):
-    """Runs where generative-models is on the path (a WebUI's repositories/generative-models at
-    45c443b, with einops and omegaconf); skipped elsewhere."""
-    openaimodel = pytest.importorskip("sgm.modules.diffusionmodules.openaimodel")
-    if openaimodel.UNetModel is SgmUNet:
-        pytest.skip("only the WebUI stand-in's sgm (which is this class) is importable")
-    params = small_unet_params(kind)
-    state = random_unet_state(params, seed=1, scale=0.1)
-    theirs = openaimodel.UNetModel(**params).eval()
-    ours = SgmUNet(**params).eval()
-    theirs.load_state_dict(state)
-    ours.load_state_dict(state)
+@pytest.fixture(scope="module")
+def real_unet_model() -> type:
+    try:
+        return unet_model_class()
+    except SgmUnavailable as missing:
+        pytest.skip(f"generative-models' UNetModel cannot be had here: {missing}")
+
+
+HEAD_SETTINGS = {
+    "family 64": {},
+    "16-wide heads": {"num_head_channels": 16},
+    "4 heads": {"num_head_channels": -1, "num_heads": 4},
+    "legacy 24": {"num_head_channels": 24, "legacy": True},
+}
+
+
+def run_both(ours: torch.nn.Module, theirs: torch.nn.Module, params: dict) -> tuple[torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(2, 4, 16, 16, generator=generator)
     context = torch.randn(2, 7, params["context_dim"], generator=generator)
-    y = (
-        torch.randn(2, params["adm_in_channels"], generator=generator)
-        if "adm_in_channels" in params
-        else None
-    )
+    y = torch.randn(2, params["adm_in_channels"], generator=generator) if "adm_in_channels" in params else None
     t = torch.tensor([3.0, 801.0])
     with torch.no_grad():
-        torch.testing.assert_close(
-            ours(x, t, context=context, y=y), theirs(x, timesteps=t, context=context, y=y)
-        )
-    for name, released in RELEASED.items():
-        with torch.device("meta"):
-            layout = {
-                key: list(value.shape)
-                for key, value in openaimodel.UNetModel(**released).state_dict().items()
-            }
-        assert {f"model.diffusion_model.{key}": shape for key, shape in layout.items()} == fixture_table(
-            f"unet_sdxl_{name}"
-        )
+        return ours(x, t, context=context, y=y), theirs(x, timesteps=t, context=context, y=y)
+
+
+@pytest.mark.parametrize("heads", HEAD_SETTINGS, ids=list(HEAD_SETTINGS))
+@pytest.mark.parametrize("kind", ["refiner", "base", "sd2"])
+def test_same_layout_and_output_as_generative_models_unet(real_unet_model, kind, heads):
+    params = {**small_unet_params(kind), **HEAD_SETTINGS[heads]}
+    state = random_unet_state(params, seed=1, scale=0.1)
+    theirs = real_unet_model(**params).eval()
+    ours = SgmUNet(**params).eval()
+    theirs.load_state_dict(state)
+    ours.load_state_dict(state)
+    torch.testing.assert_close(*run_both(ours, theirs, params))
+
+
+@pytest.mark.parametrize("name", ["base", "refiner"])
+def test_generative_models_builds_the_released_layout_from_the_released_config(real_unet_model, name):
+    with torch.device("meta"):
+        layout = {key: list(value.shape) for key, value in real_unet_model(**RELEASED[name]).state_dict().items()}
+    assert {f"model.diffusion_model.{key}": shape for key, shape in layout.items()} == fixture_table(f"unet_sdxl_{name}")
+
+
+def test_the_config_rule_loads_a_checkpoint_into_generative_models_unet_with_the_configs_heads(real_unet_model, tmp_path):
+    """The refiner is loaded as the binding loads it, with the real class: the config's head width
+    (16, which the weights do not show) is what the built UNet computes with."""
+    params = {**small_unet_params("refiner"), "num_head_channels": 16, "use_checkpoint": False}
+    state = random_unet_state(params, seed=2, scale=0.2)
+    path = write_checkpoint(tmp_path / "refiner16.safetensors", "refiner", unet_state=state)
+    loaded = load_unet(
+        path, lambda kwargs: real_unet_model(**kwargs), torch.float32,
+        host_config=HostUNetConfig.from_params("refiner16.yaml", params),
+    )
+    reference = SgmUNet(**params).eval()
+    reference.load_state_dict(loaded.state_dict())
+    torch.testing.assert_close(*run_both(reference, loaded, params))
+    by_shapes = load_unet(path, lambda kwargs: real_unet_model(**kwargs), torch.float32)
+    ours_out, shapes_out = run_both(reference, by_shapes, params)
+    assert not torch.allclose(ours_out, shapes_out), "built with the family's 64, it computes something else"
