@@ -1,4 +1,4 @@
-"""The refiner's conditioning, built from the base's (DESIGN §3.2).
+"""The refiner's conditioning, built from the base's (generative-models' SDXL configs).
 
 The released base and refiner share one frozen text encoder, so the refiner's text context is
 the tail of the base's and its vector is the base's with the target-size embedding replaced by

@@ -45,8 +45,10 @@ class UNetSlot:
 class Handoff:
     """Decides, call by call, whether the model call goes to the refiner; swaps the slot once.
 
-    It counts calls itself because the host's own counters lag or are reset per pass (DESIGN
-    §3.1). Latched: after the switch every call of the pass goes to the refiner.
+    It counts calls itself because the host's own counters lag or are reset per pass (the
+    WebUI's ``CFGDenoiserParams.sampling_step`` is set in the sampler callback, after the first
+    call of a step, and its ``total_steps`` doubles for second-order samplers although Heun makes
+    ``2n - 1`` calls). Latched: after the switch every call of the pass goes to the refiner.
     """
 
     def __init__(

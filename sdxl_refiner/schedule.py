@@ -1,6 +1,6 @@
 """Where the refiner takes over: the number of base steps, and the model call at which it happens.
 
-The contract (DESIGN §1): of the ``n`` steps run in a pass, steps ``0..k-1`` belong to the base
+The contract: of the ``n`` steps run in a pass, steps ``0..k-1`` belong to the base
 and steps ``k..n-1`` to the refiner. A step may make more than one model call, so the switch is
 placed by counting calls the way each k-diffusion sampler makes them, never by sigma alone.
 """

@@ -41,7 +41,7 @@ def reference_steps_run(steps: int, strength: float, img2img: bool, fix_steps: b
 
 
 def reference_base_steps(steps: int, percent: float, start_step: int) -> int:
-    """DESIGN §1 written out: r = floor(n*p/100 + 0.5), at least 1 when p > 0; k = n - r."""
+    """The step contract written out: r = floor(n*p/100 + 0.5), at least 1 when p > 0; k = n - r."""
     if start_step > 0:
         return min(start_step, steps - 1)
     exact = steps * percent / 100
