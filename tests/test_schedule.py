@@ -114,6 +114,40 @@ def test_a_full_share_is_allowed_but_noted_as_unable_to_compose() -> None:
     assert "cannot compose" in note
 
 
+def test_a_full_share_of_two_steps_names_both_steps_not_the_one_step_case() -> None:
+    (note,) = plan_switch(percent(100), 2).notes
+    assert "all 2 steps" in note and "1 step" not in note
+
+
+@pytest.mark.parametrize("value", [-0.5, 100.5, float("nan"), True, "80"])
+def test_a_start_step_percentage_outside_0_to_100_is_refused_with_the_fix(value: object) -> None:
+    with pytest.raises(SettingsError) as caught:
+        plan_switch(Settings(enabled=True, steps_percent=None, start_step_percentage=value), 20)  # type: ignore[arg-type]
+    assert str(caught.value) == (
+        f"start_step_percentage: {value!r} is not a number from 0 to 100. "
+        "Give the share of the steps the base runs before the refiner starts, e.g. 80."
+    )
+
+
+@pytest.mark.parametrize("value", [-1, 2.5, True, "3"])
+def test_a_start_step_that_is_not_a_whole_number_of_at_least_0_is_refused_with_the_fix(value: object) -> None:
+    with pytest.raises(SettingsError) as caught:
+        plan_switch(Settings(enabled=True, steps_percent=None, start_step=value), 20)  # type: ignore[arg-type]
+    assert str(caught.value) == (
+        f"start_step: {value!r} is not a whole number of at least 0. "
+        "Give the number of steps the base runs before the refiner takes over."
+    )
+
+
+def test_an_enabled_refiner_without_any_step_field_is_refused_naming_all_three() -> None:
+    with pytest.raises(SettingsError) as caught:
+        plan_switch(Settings(enabled=True, steps_percent=None), 20)
+    assert str(caught.value) == (
+        "SDXL Refiner is enabled but none of steps_percent, start_step, start_step_percentage is set. "
+        "Set exactly one of them, e.g. steps_percent=20."
+    )
+
+
 def test_one_step_with_a_share_goes_to_the_refiner_with_a_note() -> None:
     plan = plan_switch(percent(20), 1)
     assert (plan.base_steps, plan.refiner_steps) == (0, 1)
@@ -129,8 +163,12 @@ def test_steps_below_one_or_not_whole_are_refused_by_name(steps: object) -> None
 
 @pytest.mark.parametrize("share", [-1, 100.5, float("nan"), "20"])
 def test_a_share_outside_0_to_100_is_refused_by_name(share: object) -> None:
-    with pytest.raises(SettingsError, match=r"Refiner steps %: .* from 0 to 100"):
+    with pytest.raises(SettingsError) as caught:
         refiner_step_count(20, share)  # type: ignore[arg-type]
+    assert str(caught.value) == (
+        f"Refiner steps %: {share!r} is not a number from 0 to 100. "
+        "Give the share of the sampling steps the refiner runs, e.g. 20."
+    )
 
 
 def karras(steps: int) -> torch.Tensor:
@@ -186,8 +224,9 @@ def test_an_unknown_sampler_is_refused_with_the_allowed_list() -> None:
 
 
 def test_samplers_without_a_step_list_have_no_calls_per_step() -> None:
-    with pytest.raises(PlanError, match="no fixed list of steps"):
-        calls_per_step("dpm_fast", karras(5))
+    for name in ("dpm_fast", "dpm_adaptive"):
+        with pytest.raises(PlanError, match=f"sampler '{name}' has no fixed list of steps.*use switch_point"):
+            calls_per_step(name, karras(5))
 
 
 @pytest.mark.parametrize("base_steps", [-1, 6])
