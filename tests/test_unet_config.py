@@ -18,7 +18,7 @@ from sdxl_refiner.unet_config import (
     unet_constructor_params,
 )
 from tests.support.checkpoints import random_unet_state, small_unet_params, write_checkpoint
-from tests.support.sgm_unet import SgmUNet
+from tests.support.sgm_unet import SgmUNet, heads_of
 from tests.test_sgm_layout import SDXL_BASE_PARAMS, SDXL_REFINER_PARAMS, fixture_table
 
 PREFIX = "model.diffusion_model."
@@ -31,15 +31,6 @@ def shapes_of(params: dict) -> dict[str, tuple[int, ...]]:
 
 def host(params: dict, source: str = "tiny.yaml") -> HostUNetConfig:
     return HostUNetConfig.from_params(source, params)
-
-
-def heads_of(unet: torch.nn.Module) -> set[tuple[int, int]]:
-    """(heads, head width) of every attention layer."""
-    return {
-        (module.heads, module.to_q.out_features // module.heads)
-        for name, module in unet.named_modules()
-        if name.endswith(("attn1", "attn2"))
-    }
 
 
 head_settings = st.one_of(

@@ -11,14 +11,7 @@ import torch
 from sdxl_refiner.errors import CheckpointError
 from tests.standin.refiner_runs import cached_refiner, refine, ui_args
 from tests.support.checkpoints import write_checkpoint
-
-
-def heads_of(unet: torch.nn.Module) -> set[tuple[int, int]]:
-    return {
-        (module.heads, module.to_q.out_features // module.heads)
-        for name, module in unet.named_modules()
-        if name.endswith(("attn1", "attn2"))
-    }
+from tests.support.sgm_unet import heads_of
 
 
 def base_copy_with_heads(webui, head_channels: int, name: str = "copy8.safetensors") -> str:

@@ -344,3 +344,12 @@ class SgmUNet(nn.Module):
         for block in self.output_blocks:
             h = block(torch.cat([h, hs.pop()], dim=1), emb, context)
         return self.out(h)
+
+
+def heads_of(unet: nn.Module) -> set[tuple[int, int]]:
+    """(heads, head width) of every attention layer: what a config sets and the weights do not show."""
+    return {
+        (module.heads, module.to_q.out_features // module.heads)
+        for name, module in unet.named_modules()
+        if name.endswith(("attn1", "attn2"))
+    }
