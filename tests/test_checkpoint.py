@@ -134,6 +134,22 @@ def test_inferred_config_reproduces_any_sgm_config_it_was_built_from(case):
     assert {key: tuple(value.shape) for key, value in rebuilt.items()} == shapes
 
 
+def test_levels_with_different_residual_block_counts_are_rebuilt_exactly():
+    params = dict(
+        in_channels=4, out_channels=4, model_channels=32, channel_mult=[1, 2, 2], num_res_blocks=[1, 2, 1],
+        attention_resolutions=[2, 4], transformer_depth=[0, 1, 2], context_dim=16, num_head_channels=32,
+        use_linear_in_transformer=True, use_spatial_transformer=True, legacy=False,
+    )
+    with torch.device("meta"):
+        shapes = {key: tuple(value.shape) for key, value in SgmUNet(**params).state_dict().items()}
+    config = infer_unet_config(shapes, num_head_channels=32)
+    assert config.num_res_blocks == (1, 2, 1)
+    assert config.as_sgm_params()["num_res_blocks"] == [1, 2, 1]
+    with torch.device("meta"):
+        rebuilt = SgmUNet(**config.as_sgm_params()).state_dict()
+    assert {key: tuple(value.shape) for key, value in rebuilt.items()} == shapes
+
+
 def test_inference_names_the_missing_tensor_of_an_incomplete_unet():
     shapes = unet_shapes(fixture_table("unet_sdxl_refiner"))
     del shapes["middle_block.1.proj_in.weight"]

@@ -219,8 +219,13 @@ def test_samplers_without_a_step_list_switch_at_the_sigma_where_step_k_starts() 
 
 
 def test_an_unknown_sampler_is_refused_with_the_allowed_list() -> None:
-    with pytest.raises(PlanError, match=r"'restart' is not one .* Allowed: .*dpm_2_ancestral"):
+    with pytest.raises(PlanError) as caught:
         switch_point("restart", karras(5), 2)
+    message = str(caught.value)
+    assert message.startswith("sampler 'restart' is not one the SDXL Refiner can switch exactly. Allowed: ")
+    assert message.endswith(". Pick one of these samplers, or turn the refiner off for this one.")
+    listed = message.split("Allowed: ", 1)[1].split(". Pick", 1)[0].split(", ")
+    assert listed == sorted(listed) and {"euler", "dpm_2_ancestral", "dpm_fast", "dpm_adaptive"} <= set(listed)
 
 
 def test_samplers_without_a_step_list_have_no_calls_per_step() -> None:
