@@ -136,9 +136,11 @@ def write_synthetic(path: Path, unet_gb: float) -> None:
         num_res_blocks=2,
         channel_mult=[1, 2, 4, 4],
         num_head_channels=64,
+        use_spatial_transformer=True,
         use_linear_in_transformer=True,
         transformer_depth=4,
         context_dim=1280,
+        legacy=False,
     )
 
     def unet_shapes(channels: int) -> dict[str, tuple[int, ...]]:
