@@ -80,7 +80,21 @@ def test_a_type_config_that_does_not_describe_the_file_says_to_put_a_yaml_beside
         refine(webui, webui.txt2img(steps=4))
     message = str(caught.value)
     assert "the WebUI's sd_xl_refiner.yaml" in message and "context_dim is 80" in message
-    assert "put a .yaml of its own name" in message
+    assert message.endswith(
+        "To fix it: this is not a released SDXL refiner, so put a .yaml of its own name that describes it beside "
+        "the checkpoint (the WebUI builds the file from that), or choose another checkpoint."
+    )
+
+
+def test_a_yaml_beside_that_contradicts_the_weights_says_to_correct_that_yaml(webui):
+    webui.write_pair()
+    webui.sgm.write_config({**webui.type_configs["refiner"], "context_dim": 80}, webui.models_dir / "refiner.yaml")
+    with pytest.raises(CheckpointError) as caught:
+        refine(webui, webui.txt2img(steps=4))
+    assert str(caught.value).endswith(
+        "To fix it: correct refiner.yaml (the WebUI builds the checkpoint from it too), or remove it when the "
+        "checkpoint is a released SDXL model."
+    )
 
 
 @pytest.mark.parametrize(

@@ -25,14 +25,15 @@ TYPE_CONFIGS = {
 
 
 def _type_config(info: CheckpointInfo) -> tuple[str, str, str] | None:
-    """The WebUI's own config for the file's type, and how to name it; only for a kind the WebUI
-    itself reads from the text encoder's keys (a UNet-only file gets the SD 1.x default there)."""
+    """The WebUI's own config for the file's type (a usable refiner is SDXL refiner or base type),
+    its name and the fix; only for a kind the WebUI itself reads from the text encoder's keys (a
+    UNet-only file gets the SD 1.x default there)."""
     from modules import sd_models_config
 
     if not info.kind_from_text_encoder:
         return None
-    attribute, released = TYPE_CONFIGS.get(info.kind, (None, None))
-    path = getattr(sd_models_config, attribute, None) if attribute else None
+    attribute, released = TYPE_CONFIGS[info.kind]
+    path = getattr(sd_models_config, attribute, None)
     if not path or not os.path.isfile(path):
         return None
     name = os.path.basename(path)
