@@ -133,6 +133,23 @@ def test_a_head_setting_that_cannot_split_the_weights_channels_is_refused(heads,
         unet_constructor_params(inferred, host({**params, **heads}), "tiny.safetensors")
 
 
+def test_without_a_legacy_key_sgm_default_legacy_applies_to_the_head_check():
+    params = {key: value for key, value in small_unet_params("refiner").items() if key != "legacy"}
+    params["num_head_channels"] = 48
+    inferred = infer_unet_config(shapes_of(params))
+    assert unet_constructor_params(inferred, host(params), "tiny.safetensors") == params
+
+
+def test_a_config_with_no_head_setting_is_refused_with_that_reason_and_the_fix():
+    params = {key: value for key, value in small_unet_params("refiner").items() if key != "num_head_channels"}
+    inferred = infer_unet_config(shapes_of({**params, "num_head_channels": 64}))
+    with pytest.raises(CheckpointError) as caught:
+        unet_constructor_params(inferred, HostUNetConfig.from_params("tiny.yaml", params, "fix it"), "tiny.safetensors")
+    assert str(caught.value).endswith(
+        "tiny.yaml: it sets neither num_head_channels nor num_heads. To fix it: fix it."
+    )
+
+
 def test_a_legacy_head_width_that_does_not_divide_still_builds_whole_heads_as_sgm_does():
     params = {**small_unet_params("refiner"), "num_head_channels": 48, "legacy": True}
     inferred = infer_unet_config(shapes_of(params))

@@ -4,6 +4,7 @@ the same-name .yaml beside it, else the WebUI's config for its type."""
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 import torch
@@ -99,7 +100,10 @@ def test_a_yaml_beside_that_contradicts_the_weights_says_to_correct_that_yaml(we
 
 @pytest.mark.parametrize(
     ("text", "why"),
-    [("model: [unclosed", "cannot read its config refiner.yaml"), ("model:\n  target: x\n", "network_config")],
+    [
+        ("model: [unclosed", "cannot read its config refiner.yaml"),
+        ("model:\n  target: x\n", "it has no model.params.network_config, which an SDXL config has"),
+    ],
 )
 def test_an_unreadable_yaml_is_refused_naming_it(webui, text, why):
     webui.write_pair()
@@ -119,6 +123,26 @@ def test_a_unet_only_refiner_without_a_yaml_is_built_from_its_shapes_and_with_on
     webui.sgm.write_config({"num_head_channels": 16}, path.with_suffix(".yaml"))
     found = model_config.host_unet_config(info, loading.classify_refiner(info))
     assert found.params == {"num_head_channels": 16, "use_checkpoint": False}
+
+
+def test_interpolations_in_the_yaml_are_resolved_as_omegaconf_resolves_them(webui):
+    from sdxl_refiner.webui import loading, model_config
+
+    webui.write_pair()
+    text = webui.sgm.engine_config({**webui.type_configs["refiner"], "num_head_channels": "${heads}"})
+    (webui.models_dir / "refiner.yaml").write_text(json.dumps({**text, "heads": 8}))
+    info = webui.checkpoint("refiner.safetensors")
+    assert model_config.host_unet_config(info, loading.classify_refiner(info)).params["num_head_channels"] == 8
+    assert heads_of(cached_refiner(webui)) == {(8, 8)}
+
+
+def test_a_webui_without_a_config_for_the_type_builds_the_refiner_from_its_shapes(webui):
+    from sdxl_refiner.webui import loading, model_config
+
+    webui.write_pair()
+    del webui.sd_models_config.config_sdxl_refiner
+    info = webui.checkpoint("refiner.safetensors")
+    assert model_config.host_unet_config(info, loading.classify_refiner(info)) is None
 
 
 def test_without_the_webuis_type_config_the_refiner_is_built_from_its_shapes(webui):
