@@ -10,6 +10,7 @@ built from that same config, with the parameters the WebUI changes for inference
 from __future__ import annotations
 
 import os
+from typing import NamedTuple
 
 from sdxl_refiner.checkpoint import CheckpointInfo, CheckpointKind
 from sdxl_refiner.errors import CheckpointError
@@ -24,7 +25,16 @@ TYPE_CONFIGS = {
 }
 
 
-def _type_config(info: CheckpointInfo) -> tuple[str, str, str] | None:
+class ConfigFile(NamedTuple):
+    """A config file, its name in messages (as the checkpoint list names files) and the fix for a
+    config that does not describe the checkpoint."""
+
+    path: str
+    source: str
+    remedy: str
+
+
+def _type_config(info: CheckpointInfo) -> ConfigFile | None:
     """The WebUI's own config for the file's type (a usable refiner is SDXL refiner or base type),
     its name and the fix; only for a kind the WebUI itself reads from the text encoder's keys (a
     UNet-only file gets the SD 1.x default there)."""
@@ -41,12 +51,12 @@ def _type_config(info: CheckpointInfo) -> tuple[str, str, str] | None:
         f"this is not a released SDXL {released}, so put a .yaml of its own name that "
         "describes it beside the checkpoint (the WebUI builds the file from that), or choose another checkpoint"
     )
-    return path, f"the WebUI's {name}", remedy
+    return ConfigFile(path, f"the WebUI's {name}", remedy)
 
 
-def config_path_of(webui_info, info: CheckpointInfo) -> tuple[str, str, str] | None:
-    """The config file the WebUI would build this checkpoint with, its name and the fix for
-    messages, or ``None`` when it has none that fits (the UNet is then built from the file's shapes)."""
+def config_file_of(webui_info, info: CheckpointInfo) -> ConfigFile | None:
+    """The config file the WebUI would build this checkpoint with, or ``None`` when it has none
+    that fits (the UNet is then built from the file's shapes)."""
     from modules import sd_models_config
 
     beside = sd_models_config.find_checkpoint_config_near_filename(webui_info)
@@ -55,16 +65,16 @@ def config_path_of(webui_info, info: CheckpointInfo) -> tuple[str, str, str] | N
             f"correct {beside} (the WebUI builds the checkpoint from it too), or remove it when the checkpoint is "
             "a released SDXL model"
         )
-        return beside, f"its config {beside}", remedy
+        return ConfigFile(beside, f"its config {beside}", remedy)
     return _type_config(info)
 
 
 def host_unet_config(webui_info, info: CheckpointInfo) -> HostUNetConfig | None:
-    found = config_path_of(webui_info, info)
+    found = config_file_of(webui_info, info)
     if found is None:
         return None
-    path, source, remedy = found
-    return HostUNetConfig.from_params(source, {**_network_params(path, source), **INFERENCE_OVERRIDES}, remedy)
+    params = {**_network_params(found.path, found.source), **INFERENCE_OVERRIDES}
+    return HostUNetConfig.from_params(found.source, params, found.remedy)
 
 
 def _network_params(path: str, source: str) -> dict:
