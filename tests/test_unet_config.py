@@ -98,6 +98,7 @@ CONTRADICTIONS = [
     ("use_linear_in_transformer", lambda p: p.update(use_linear_in_transformer=False), "False", "True"),
     ("in_channels", lambda p: p.update(in_channels=9), "9", "4"),
     ("out_channels", lambda p: p.update(out_channels=8), "8", "4"),
+    ("use_spatial_transformer", lambda p: p.update(use_spatial_transformer=False), "False", "True"),
 ]
 
 

@@ -102,7 +102,8 @@ def test_a_yaml_beside_that_contradicts_the_weights_says_to_correct_that_yaml(we
     ("text", "why"),
     [
         ("model: [unclosed", "cannot read its config refiner.yaml"),
-        ("model:\n  target: x\n", "it has no model.params.network_config, which an SDXL config has"),
+        ("model:\n  target: x\n", "it has no model.params.network_config.params, which an SDXL config has"),
+        ("model:\n  params:\n    network_config:\n      target: x\n", "no model.params.network_config.params"),
     ],
 )
 def test_an_unreadable_yaml_is_refused_naming_it(webui, text, why):
@@ -123,6 +124,26 @@ def test_a_unet_only_refiner_without_a_yaml_is_built_from_its_shapes_and_with_on
     webui.sgm.write_config({"num_head_channels": 16}, path.with_suffix(".yaml"))
     found = model_config.host_unet_config(info, loading.classify_refiner(info))
     assert found.params == {"num_head_channels": 16, "use_checkpoint": False}
+
+
+def test_an_unreadable_yaml_names_the_error_and_the_fix(webui):
+    webui.write_pair()
+    (webui.models_dir / "refiner.yaml").write_text("model:\n  target: x\n")
+    with pytest.raises(CheckpointError) as caught:
+        refine(webui, webui.txt2img(steps=4))
+    assert str(caught.value) == (
+        "SDXL Refiner cannot read its config refiner.yaml: ValueError: it has no model.params.network_config.params, "
+        "which an SDXL config has. Correct the .yaml, or remove it when the checkpoint is a released SDXL model "
+        "(the WebUI's own config then applies)."
+    )
+
+
+def test_network_params_that_are_not_a_mapping_are_refused(webui):
+    webui.write_pair()
+    (webui.models_dir / "refiner.yaml").write_text("model:\n  params:\n    network_config:\n      params: [1, 2]\n")
+    with pytest.raises(CheckpointError) as caught:
+        refine(webui, webui.txt2img(steps=4))
+    assert str(caught.value) == "SDXL Refiner cannot read its config refiner.yaml: its network_config.params is not a mapping."
 
 
 def test_interpolations_in_the_yaml_are_resolved_as_omegaconf_resolves_them(webui):

@@ -82,10 +82,10 @@ def _network_params(path: str, source: str) -> dict:
 
     try:
         config = OmegaConf.load(path)
-        network = OmegaConf.select(config, "model.params.network_config")
+        network = OmegaConf.select(config, "model.params.network_config.params")
         if network is None:
-            raise ValueError("it has no model.params.network_config, which an SDXL config has")
-        params = OmegaConf.to_container(network.get("params", {}), resolve=True)
+            raise ValueError("it has no model.params.network_config.params, which an SDXL config has")
+        params = OmegaConf.to_container(network, resolve=True)
     except Exception as error:
         raise CheckpointError(
             f"SDXL Refiner cannot read {source}: {type(error).__name__}: {error}. Correct the .yaml, or remove it "
