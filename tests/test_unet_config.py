@@ -99,7 +99,29 @@ CONTRADICTIONS = [
     ("in_channels", lambda p: p.update(in_channels=9), "9", "4"),
     ("out_channels", lambda p: p.update(out_channels=8), "8", "4"),
     ("use_spatial_transformer", lambda p: p.update(use_spatial_transformer=False), "False", "True"),
+    ("use_spatial_transformer", lambda p: p.pop("use_spatial_transformer"), "False", "True"),
+    ("use_linear_in_transformer", lambda p: p.pop("use_linear_in_transformer"), "False", "True"),
+    ("context_dim", lambda p: p.update(context_dim=[64, 80]), "[64, 80]", "64"),
 ]
+
+
+def test_unset_fields_take_sgms_defaults_where_they_agree_with_the_weights():
+    params = small_unet_params("refiner")
+    inferred = infer_unet_config(shapes_of(params))
+    assert params["transformer_depth"] == 1
+    unset = {key: value for key, value in params.items() if key != "transformer_depth"}
+    assert unet_constructor_params(inferred, host(unset), "tiny.safetensors") == unset
+
+
+def test_every_contradiction_is_named_in_one_message():
+    params = small_unet_params("refiner")
+    inferred = infer_unet_config(shapes_of(params))
+    with pytest.raises(CheckpointError) as caught:
+        unet_constructor_params(inferred, host({**params, "model_channels": 48, "out_channels": 8}), "tiny.safetensors")
+    assert (
+        "out_channels is 8 in the config and 4 in the weights; model_channels is 48 in the config and 32 in the weights"
+        in str(caught.value)
+    )
 
 
 @pytest.mark.parametrize(("field", "change", "configured", "weighed"), CONTRADICTIONS)
