@@ -18,6 +18,7 @@ from sdxl_refiner.errors import CheckpointError
 
 # Head width is not stored in the weights; every released SDXL-family config uses 64.
 SDXL_HEAD_CHANNELS = 64
+DEFAULT_REMEDY = "correct the config, or choose another checkpoint"
 
 
 @dataclass(frozen=True)
@@ -198,12 +199,12 @@ class HostUNetConfig:
 
     source: str
     params_json: str
-    remedy: str = "correct the config, or choose another checkpoint"
+    remedy: str = DEFAULT_REMEDY
 
     @classmethod
     def from_params(cls, source: str, params: Mapping[str, object], remedy: str | None = None) -> HostUNetConfig:
         try:
-            return cls(source, json.dumps(dict(params), sort_keys=True), *([remedy] if remedy else []))
+            return cls(source, json.dumps(dict(params), sort_keys=True), remedy or DEFAULT_REMEDY)
         except TypeError as error:
             raise CheckpointError(
                 f"The UNet config {source} holds a value that is not plain data ({error}); correct it."
@@ -238,27 +239,22 @@ def _per_level(value: object, levels: int) -> list:
     return [value] * levels if isinstance(value, int) else list(value)  # type: ignore[arg-type]
 
 
-def _required(params: Mapping[str, object], name: str) -> object:
-    if name not in params:
-        raise KeyError(name)
-    return params[name]
-
-
 def _config_view(params: Mapping[str, object]) -> dict[str, object]:
-    """The fields the weights also determine, as sgm's ``UNetModel`` derives them from its arguments."""
-    channel_mult = [int(mult) for mult in _required(params, "channel_mult")]  # type: ignore[union-attr]
+    """The fields the weights also determine, as sgm's ``UNetModel`` derives them from its arguments;
+    a KeyError names a field every SDXL UNet config sets."""
+    channel_mult = [int(mult) for mult in params["channel_mult"]]  # type: ignore[union-attr]
     levels = len(channel_mult)
-    attention = {int(ds) for ds in _required(params, "attention_resolutions")}  # type: ignore[union-attr]
+    attention = {int(ds) for ds in params["attention_resolutions"]}  # type: ignore[union-attr]
     depths = _per_level(params.get("transformer_depth", 1), levels)
     context = params.get("context_dim")
     middle = params.get("transformer_depth_middle")
     contexts = sorted(set(context)) if isinstance(context, list) else [context]
     view: dict[str, object] = {
-        "in_channels": _required(params, "in_channels"),
-        "out_channels": _required(params, "out_channels"),
-        "model_channels": _required(params, "model_channels"),
+        "in_channels": params["in_channels"],
+        "out_channels": params["out_channels"],
+        "model_channels": params["model_channels"],
         "channel_mult": channel_mult,
-        "num_res_blocks": _per_level(_required(params, "num_res_blocks"), levels),
+        "num_res_blocks": _per_level(params["num_res_blocks"], levels),
         "transformer_depth_middle": depths[-1] if middle is None else middle,
         "context_dim": contexts[0] if len(contexts) == 1 else contexts,
         "adm_in_channels": params.get("adm_in_channels") if params.get("num_classes") == "sequential" else None,
