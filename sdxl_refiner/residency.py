@@ -191,6 +191,26 @@ def tensors_swapped_in(
             table[leaf] = original
 
 
+def tensor_snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The module's tensors as they are now, for :func:`put_back` after something moves the module.
+
+    ``Module.to`` gives every parameter and buffer a new tensor: a trip to the GPU and back would
+    leave pageable copies where the cache kept pinned RAM, and copy back weights that RAM still holds.
+    """
+    return {name: tensor.data for name, tensor in named_tensors(module).items()}
+
+
+def put_back(module: torch.nn.Module, snapshot: Mapping[str, torch.Tensor]) -> None:
+    """Points the module at the snapshot's tensors again; the copies a move made are let go."""
+    for name, tensor in snapshot.items():
+        owner_name, _, leaf = name.rpartition(".")
+        owner = module.get_submodule(owner_name)
+        if leaf in owner._parameters:
+            owner._parameters[leaf].data = tensor
+        else:
+            owner._buffers[leaf] = tensor
+
+
 # --- the cache ------------------------------------------------------------------------------------
 
 

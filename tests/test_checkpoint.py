@@ -17,8 +17,9 @@ from sdxl_refiner.checkpoint import (
 from sdxl_refiner.errors import CheckpointError
 from sdxl_refiner.unet_config import infer_unet_config
 from tests.support.checkpoints import write_checkpoint, write_pickle_checkpoint, write_sparse_checkpoint
+from tests.support.released import SDXL_BASE_PARAMS, SDXL_REFINER_PARAMS
 from tests.support.sgm_unet import SgmUNet
-from tests.test_sgm_layout import SDXL_BASE_PARAMS, SDXL_REFINER_PARAMS, fixture_table
+from tests.test_sgm_layout import fixture_table
 
 PREFIX = "model.diffusion_model."
 RUNTIME_ONLY = {"use_checkpoint", "spatial_transformer_attn_type"}

@@ -19,7 +19,9 @@ from sdxl_refiner.residency import (
     Residency,
     choose_residency,
     placement_for,
+    put_back,
     start_device_copy,
+    tensor_snapshot,
     tensors_swapped_in,
 )
 from tests.support.checkpoints import small_unet_params, write_checkpoint
@@ -178,6 +180,20 @@ def test_swapping_tensors_in_points_the_module_at_them_and_restores_the_original
     with pytest.raises(RuntimeError), tensors_swapped_in(unet, zeros):
         raise RuntimeError("interrupted")
     assert {name: id(p) for name, p in unet.named_parameters()} == originals
+
+
+def test_a_module_moved_away_and_back_is_put_back_on_its_own_tensors():
+    unet = SgmUNet(**small_unet_params("refiner"))
+    unet.register_buffer("scale", torch.ones(3))
+    parameters = dict(unet.named_parameters())
+    storages = {name: t.data_ptr() for name, t in unet.state_dict().items()}
+    snapshot = tensor_snapshot(unet)
+    unet.to(torch.float64)  # like a trip to the GPU and back: every tensor replaced
+    assert all(t.data_ptr() != storages[name] for name, t in unet.state_dict().items())
+    put_back(unet, snapshot)
+    assert {name: t.data_ptr() for name, t in unet.state_dict().items()} == storages
+    assert {name: t.dtype for name, t in unet.state_dict().items()} == dict.fromkeys(storages, torch.float32)
+    assert all(p is parameters[name] for name, p in unet.named_parameters()), "same Parameter objects"
 
 
 # --- cache --------------------------------------------------------------------------------------------

@@ -11,51 +11,11 @@ from sdxl_refiner.checkpoint import load_unet
 from sdxl_refiner.unet_config import HostUNetConfig
 from tests.support.checkpoints import random_unet_state, small_unet_params, write_checkpoint
 from tests.support.real_sgm import SgmUnavailable, unet_model_class
+from tests.support.released import RELEASED
 from tests.support.sgm_unet import SgmUNet, timestep_embedding
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
-# Stability-AI/generative-models @ 45c443b, configs/inference/sd_xl_base.yaml, network_config.params
-SDXL_BASE_PARAMS = {
-    "adm_in_channels": 2816,
-    "num_classes": "sequential",
-    "use_checkpoint": True,
-    "in_channels": 4,
-    "out_channels": 4,
-    "model_channels": 320,
-    "attention_resolutions": [4, 2],
-    "num_res_blocks": 2,
-    "channel_mult": [1, 2, 4],
-    "num_head_channels": 64,
-    "use_spatial_transformer": True,
-    "use_linear_in_transformer": True,
-    "transformer_depth": [1, 2, 10],
-    "context_dim": 2048,
-    "spatial_transformer_attn_type": "softmax-xformers",
-    "legacy": False,
-}
-
-# Stability-AI/generative-models @ 45c443b, configs/inference/sd_xl_refiner.yaml, network_config.params
-SDXL_REFINER_PARAMS = {
-    "adm_in_channels": 2560,
-    "num_classes": "sequential",
-    "use_checkpoint": True,
-    "in_channels": 4,
-    "out_channels": 4,
-    "model_channels": 384,
-    "attention_resolutions": [4, 2],
-    "num_res_blocks": 2,
-    "channel_mult": [1, 2, 4, 4],
-    "num_head_channels": 64,
-    "use_spatial_transformer": True,
-    "use_linear_in_transformer": True,
-    "transformer_depth": 4,
-    "context_dim": [1280, 1280, 1280, 1280],
-    "spatial_transformer_attn_type": "softmax-xformers",
-    "legacy": False,
-}
-
-RELEASED = {"base": SDXL_BASE_PARAMS, "refiner": SDXL_REFINER_PARAMS}
 
 
 def fixture_table(name: str) -> dict[str, list[int]]:

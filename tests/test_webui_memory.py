@@ -86,6 +86,26 @@ def test_base_weights_refiner_under_low_vram_gives_the_base_only_image(webui, fl
     assert torch.equal(base_only, refined)
 
 
+@pytest.mark.parametrize("flag", ["medvram", "lowvram"])
+def test_under_low_vram_flags_the_cached_refiner_ends_on_its_own_tensors(webui, flag, monkeypatch):
+    """On a GPU every move gives each tensor new memory; a refiner moved back by ``.to`` would lose the
+    cache's pinned RAM. Here each ``Module.to`` copies, as a device move does."""
+    load_with_flag(webui, flag)
+    refiner = cached_refiner(webui)
+    storages = {name: t.data_ptr() for name, t in refiner.state_dict().items()}
+    plain_to = torch.nn.Module.to
+
+    def moving_to(module, *args, **kwargs):
+        return plain_to(module, *args, **kwargs)._apply(torch.clone)
+
+    monkeypatch.setattr(torch.nn.Module, "to", moving_to)
+    trace = CallTrace()
+    trace.attach(refiner, "refiner")
+    refine(webui, webui.txt2img(steps=4), ui_args(steps_percent=50))
+    assert len(trace.calls) == 2
+    assert {name: t.data_ptr() for name, t in refiner.state_dict().items()} == storages
+
+
 class CpuStreamOps:
     """CudaStreamOps' calls, done at once on the CPU: the offload path runs without a GPU."""
 

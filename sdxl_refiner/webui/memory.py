@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from sdxl_refiner.residency import put_back, tensor_snapshot
+
 UNET_BLOCK_FIELDS = ("input_blocks", "middle_block", "output_blocks", "time_embed")
 
 
@@ -52,6 +54,7 @@ class RefinerPlacement:
         self.lowvram_mode = bool(getattr(sd_model, "lowvram", False))
         self.block_by_block = self.lowvram_mode and bool(getattr(shared.cmd_opts, "lowvram", False))
         self.refiner: torch.nn.Module | None = None
+        self.kept: dict[str, torch.Tensor] | None = None
         self.hook_handles: list = []
         self.sd_unet_bypassed: list = []
 
@@ -63,6 +66,8 @@ class RefinerPlacement:
         if "dtype" in vars(self.base_unet):
             refiner.dtype = self.base_unet.dtype  # the WebUI reads diffusion_model.dtype (extend_sdxl sets it)
         device = torch.device(devices.device)
+        if self.lowvram_mode or self.storage_device != device:
+            self.kept = tensor_snapshot(refiner)
         if not self.lowvram_mode:
             if self.storage_device != device:
                 refiner.to(device)
@@ -94,7 +99,8 @@ class RefinerPlacement:
             sd_unet.current_unet = self.sd_unet_bypassed.pop()
 
     def restore(self) -> None:
-        """Before the base goes back into its slot: the refiner leaves the GPU, its hooks go."""
+        """Before the base goes back into its slot: the refiner leaves the GPU, its hooks go, and it
+        points at the tensors the cache keeps (pinned RAM stays pinned; nothing is copied back)."""
         from modules import lowvram
 
         self._restore_sd_unet()
@@ -105,11 +111,7 @@ class RefinerPlacement:
         for handle in self.hook_handles:
             handle.remove()
         self.hook_handles = []
-        if self.lowvram_mode or self.refiner_device() != self.storage_device:
-            self.refiner.to(self.storage_device)
+        if self.kept is not None:
+            put_back(self.refiner, self.kept)
         self.refiner = None
-
-    def refiner_device(self) -> torch.device:
-        for parameter in self.refiner.parameters():
-            return parameter.device
-        return self.storage_device
+        self.kept = None
