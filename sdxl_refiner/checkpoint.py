@@ -8,6 +8,7 @@ header what a file is keeps the switch cheap and refuses unusable files before s
 from __future__ import annotations
 
 import enum
+import itertools
 import json
 import math
 import os
@@ -21,6 +22,7 @@ import torch
 from safetensors import safe_open
 
 from sdxl_refiner.errors import CheckpointError
+from sdxl_refiner.pinned import buffer_groups, flat_buffer
 from sdxl_refiner.unet_config import HostUNetConfig, UNetConfig, infer_unet_config, unet_constructor_params
 
 UNET_PREFIX = "model.diffusion_model."
@@ -406,8 +408,26 @@ def _read_run(
 ) -> dict[str, torch.Tensor]:
     source_dtype = _SAFETENSORS_DTYPES[run[0][1].dtype]
     target_dtype = dtype or source_dtype
+    counts = [math.prod(entry.shape) for _, entry in run]
+    tensors: dict[str, torch.Tensor] = {}
+    for group in buffer_groups(counts, target_dtype, pin_memory):
+        part = [run[index] for index in group]
+        tensors.update(_read_part(file, path, data_start, part, source_dtype, target_dtype, pin_memory))
+    return tensors
+
+
+def _read_part(
+    file,
+    path: Path,
+    data_start: int,
+    run: list[tuple[str, TensorEntry]],
+    source_dtype: torch.dtype,
+    target_dtype: torch.dtype,
+    pin_memory: bool,
+) -> dict[str, torch.Tensor]:
+    """Consecutive tensors of a run, read in one pass into one buffer."""
     elements = sum(math.prod(entry.shape) for _, entry in run)
-    flat = torch.empty(elements, dtype=target_dtype, pin_memory=pin_memory)
+    flat = flat_buffer(elements, target_dtype, pin_memory)
     file.seek(data_start + run[0][1].start)
     if target_dtype == source_dtype:
         _read_exactly(file, _as_bytes(flat), path)
@@ -500,10 +520,18 @@ def _convert_pickled_unet(
     if not state:
         raise _no_unet_error(path)
     converted = {}
-    for key in list(state):
-        source = state.pop(key)
-        target = torch.empty(source.shape, dtype=dtype or source.dtype, pin_memory=pin_memory)
-        converted[key] = target.copy_(source)
+    keys = list(state)
+    for target_dtype, same_dtype in itertools.groupby(keys, key=lambda key: dtype or state[key].dtype):
+        run = list(same_dtype)
+        counts = [state[key].numel() for key in run]
+        for group in buffer_groups(counts, target_dtype, pin_memory):
+            flat = flat_buffer(sum(counts[index] for index in group), target_dtype, pin_memory)
+            offset = 0
+            for index in group:
+                source = state.pop(run[index])
+                target = flat[offset : offset + counts[index]].view(source.shape)
+                converted[run[index]] = target.copy_(source)
+                offset += counts[index]
     return converted
 
 

@@ -336,6 +336,19 @@ class OffloadedRefiner:
             swap.close()
 
 
+def release_pinned_memory() -> None:
+    """torch keeps freed pinned blocks locked for reuse; an evicted refiner's RAM is given back here."""
+    empty_host_cache = getattr(torch._C, "_host_emptyCache", None)
+    if empty_host_cache is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        empty_host_cache()
+
+
+def _dropped(request: _Request) -> None:
+    """After a cached UNet is let go: its pinned RAM goes back to the system, not to torch's cache."""
+    if request.pin_memory:
+        release_pinned_memory()
+
+
 def _loaded(value: torch.nn.Module) -> Future:
     future: Future = Future()
     future.set_result(value)
@@ -426,6 +439,7 @@ class RefinerCache:
             if cached is not None and cached[0] == request:
                 self._entries.move_to_end(request.identity.path)
                 return PendingRefiner(_loaded(cached[1]), request.identity.path)
+            del cached  # a stale entry must be unreferenced here for _make_room to free it
             pending = self._pending.get(request)
             if pending is None:
                 self._make_room(request)
@@ -449,13 +463,18 @@ class RefinerCache:
         return PendingRefiner(pending, request.identity.path)
 
     def _make_room(self, request: _Request) -> None:
-        self._entries.pop(request.identity.path, None)
+        stale = self._entries.pop(request.identity.path, None)
+        if stale is not None:
+            stale_request = stale[0]
+            del stale  # the module must be unreferenced before its memory can be given back
+            _dropped(stale_request)
         self._evict_down_to(max(self.capacity - 1, 0))
 
     def _evict_down_to(self, count: int) -> None:
         """Least recently used first; the caller holds the lock."""
         while len(self._entries) > count:
-            self._entries.popitem(last=False)
+            request = self._entries.popitem(last=False)[1][0]
+            _dropped(request)
 
     def _load(self, request: _Request, build: Build, epoch: int) -> torch.nn.Module:
         try:
@@ -484,8 +503,11 @@ class RefinerCache:
     def unload(self) -> None:
         """Drops every kept UNet; a load still running finishes for its caller but is not kept."""
         with self._lock:
+            dropped = [request for request, _ in self._entries.values()]
             self._entries.clear()
             self._epoch += 1
+        for request in dropped:
+            _dropped(request)
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             torch.cuda.empty_cache()
 

@@ -1,7 +1,9 @@
 """Residency decisions, side-stream copies (their logic, on the CPU) and the refiner cache."""
 
+import gc
 import os
 import threading
+import weakref
 from contextlib import contextmanager
 
 import pytest
@@ -447,3 +449,56 @@ def test_an_offloaded_refiner_whose_load_failed_raises_at_the_switch(tmp_path):
         offloaded.at_switch()
     offloaded.release()
     assert ops.log == []
+
+
+class ReleaseWatch:
+    """Records, at each release of pinned RAM, which kept refiners were still alive."""
+
+    def __init__(self, monkeypatch):
+        self.alive_at_release: list[list[str]] = []
+        self.modules: dict[str, object] = {}
+        monkeypatch.setattr("sdxl_refiner.residency.release_pinned_memory", self.release)
+
+    def track(self, name, module):
+        self.modules[name] = weakref.ref(module)
+
+    def release(self):
+        gc.collect()
+        self.alive_at_release.append(sorted(name for name, ref in self.modules.items() if ref() is not None))
+
+
+def pinned_loader(path, build, dtype, device, *, pin_memory=False, host_config=None):
+    """Asks for pinned RAM as a CUDA host would; this machine loads it pageable."""
+    assert pin_memory
+    return load_unet(path, build, dtype, device, host_config=host_config)
+
+
+def test_a_pinned_refiner_dropped_by_the_cache_gives_its_ram_back_once_it_is_freed(refiners, monkeypatch):
+    watch = ReleaseWatch(monkeypatch)
+    cache = RefinerCache(1, loader=pinned_loader)
+    watch.track("0", cache.get(refiners[0], build_sgm, torch.float16, pin_memory=True))
+    assert watch.alive_at_release == []
+    watch.track("1", cache.get(refiners[1], build_sgm, torch.float16, pin_memory=True))
+    assert watch.alive_at_release == [[]]
+    cache.unload()
+    assert watch.alive_at_release == [[], []]
+
+
+def test_a_pinned_refiner_replaced_by_its_changed_file_is_freed_before_the_ram_is_given_back(refiners, monkeypatch):
+    watch = ReleaseWatch(monkeypatch)
+    cache = RefinerCache(2, loader=pinned_loader)
+    watch.track("old", cache.get(refiners[0], build_sgm, torch.float16, pin_memory=True))
+    stat = refiners[0].stat()
+    os.utime(refiners[0], ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    cache.get(refiners[0], build_sgm, torch.float16, pin_memory=True)
+    assert watch.alive_at_release == [[]]
+
+
+def test_pageable_refiners_leave_the_pinned_ram_cache_alone(refiners, monkeypatch):
+    watch = ReleaseWatch(monkeypatch)
+    cache = RefinerCache(1)
+    for path in [refiners[0], refiners[1]]:
+        cache.get(path, build_sgm, torch.float16)
+    cache.capacity = 0
+    cache.unload()
+    assert watch.alive_at_release == []

@@ -18,8 +18,9 @@ from sdxl_refiner.unet_config import (
     unet_constructor_params,
 )
 from tests.support.checkpoints import random_unet_state, small_unet_params, write_checkpoint
+from tests.support.released import SDXL_BASE_PARAMS, SDXL_REFINER_PARAMS
 from tests.support.sgm_unet import SgmUNet, heads_of
-from tests.test_sgm_layout import SDXL_BASE_PARAMS, SDXL_REFINER_PARAMS, fixture_table
+from tests.test_sgm_layout import fixture_table
 
 PREFIX = "model.diffusion_model."
 
