@@ -67,6 +67,13 @@ def test_without_a_step_list_the_first_call_at_or_within_rounding_of_the_switch_
     assert (holder.diffusion_model is refiner) is switches
 
 
+def test_without_a_step_list_a_sigma_exactly_at_the_rounding_limit_still_switches():
+    point_sigma = 0.75
+    handoff, holder, refiner = handoff_for(SwitchPoint(call_index=None, sigma=point_sigma))
+    assert handoff.before_call(point_sigma * (1 + SIGMA_RELATIVE_TOLERANCE)) is True
+    assert holder.diffusion_model is refiner
+
+
 @pytest.mark.parametrize(
     "factor",
     [1 - SIGMA_RELATIVE_TOLERANCE, 1.0, MAX_CHURN_FACTOR, MAX_CHURN_FACTOR * (1 + SIGMA_RELATIVE_TOLERANCE)],
