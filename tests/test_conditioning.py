@@ -37,6 +37,21 @@ def test_timestep_embedding_of_odd_width_ends_with_a_zero() -> None:
     assert torch.allclose(embedded[0, :4], timestep_embedding(torch.tensor([6.0]), 4)[0])
 
 
+def test_timestep_embedding_is_float32_even_where_float64_is_the_default_dtype() -> None:
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        embedded = timestep_embedding(torch.tensor([6.0, 2.5], dtype=torch.float16), 6)
+    finally:
+        torch.set_default_dtype(previous)
+    assert embedded.dtype == torch.float32
+
+
+def test_timestep_embedding_is_made_on_the_device_of_its_values() -> None:
+    embedded = timestep_embedding(torch.zeros(3, device="meta"), 8)
+    assert embedded.device.type == "meta" and embedded.shape == (3, 8)
+
+
 @given(score=st.floats(0, 10), index=st.integers(0, 127))
 def test_timestep_embedding_of_256_matches_the_formula_at_every_frequency(score: float, index: int) -> None:
     embedded = timestep_embedding(torch.tensor([score]), 256)[0]
