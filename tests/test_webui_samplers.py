@@ -1,0 +1,34 @@
+"""The sigmas of a pass, read from the sampler's own arguments, as the switch is placed on them."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sdxl_refiner.errors import PlanError
+from sdxl_refiner.webui.samplers import sigmas_used
+
+SCHEDULE = torch.tensor([14.6, 9.0, 4.0, 1.5, 0.5, 0.0])
+
+
+@pytest.mark.parametrize("name", ["sigmas", "timesteps"])
+def test_given_sigmas_or_timesteps_are_the_pass_whatever_the_schedule(name):
+    given = torch.tensor([4.0, 1.5, 0.0])
+    assert torch.equal(sigmas_used({name: given}, None), given)
+
+
+def test_without_sigma_max_dpm_fast_and_adaptive_run_the_whole_schedule():
+    assert torch.equal(sigmas_used({}, SCHEDULE), SCHEDULE)
+
+
+def test_with_sigma_max_the_pass_is_the_schedules_tail_from_it_down():
+    assert torch.equal(sigmas_used({"sigma_max": torch.tensor(4.0)}, SCHEDULE), SCHEDULE[2:])
+    assert torch.equal(sigmas_used({"sigma_max": 4.0 * (1 + 5e-5)}, SCHEDULE), SCHEDULE[2:])
+
+
+def test_an_unseen_schedule_is_refused_with_what_could_not_be_done():
+    with pytest.raises(PlanError) as refused:
+        sigmas_used({"sigma_max": 4.0}, None)
+    assert str(refused.value) == (
+        "The sampler's sigma schedule was not seen before sampling; cannot place the switch."
+    )
