@@ -168,6 +168,33 @@ def test_dpm_fast_that_never_reaches_the_switch_says_the_refiner_did_not_run(web
     assert "DPM fast" in capsys.readouterr().out
 
 
+def test_stop_after_this_image_still_says_the_refiner_did_not_run(webui):
+    """"Stop generating" lets the pass run to its end, unlike an interrupt, so its image is whole
+    and its infotext must say what ran."""
+    webui.write_pair()
+
+    stops = []
+
+    def stop_after_this_image(params):
+        webui.shared.state.stop_generating()
+        stops.append(webui.shared.state.stopping_generation)
+
+    webui.script_callbacks.on_cfg_denoiser(stop_after_this_image)
+    p = webui.txt2img(sampler_name="DPM fast", steps=4)
+    refine(webui, p, ui_args(steps_percent=20))
+    assert stops and all(stops)
+    assert "refiner did not run" in p.extra_generation_params["SDXL Refiner notes"]
+
+
+def test_a_missed_switch_in_the_hires_pass_is_named_as_the_hires_pass(webui, capsys):
+    webui.write_pair()
+    p = webui.txt2img(sampler_name="DPM fast", steps=10, enable_hr=True, hr_second_pass_steps=4, denoising_strength=0.5)
+    refine(webui, p, ui_args(steps_percent=20, hires_pass="second"))
+    notes = p.extra_generation_params["SDXL Refiner notes"]
+    assert notes.startswith("hires pass: DPM fast never came down") and notes.count("did not run") == 1
+    assert "SDXL Refiner: hires pass: DPM fast" in capsys.readouterr().out
+
+
 def test_dpm_fast_that_reaches_the_switch_adds_no_note(webui):
     webui.write_pair()
     trace = traced(webui)

@@ -222,7 +222,9 @@ def _sample_with_refiner(p, run: RefinerRun, func, model, x, args, kwargs, sched
                 run.active = None
                 run.passes_run += 1
                 placement.restore()
-            if handoff.switch_missed and not _stopped_by_user(shared.state):
+            # An interrupt or skip raises out of ``func``; a pass that returns ran to its end, so
+            # "stop after this image" (state.stopping_generation) still gets its note.
+            if handoff.switch_missed:
                 _report_missed_switch(p, samplers.sampler_label(p.sampler), plan)
             return samples
     finally:
@@ -246,10 +248,6 @@ def _add_notes(p, notes: list[str]) -> None:
     text = joined_notes(p.extra_generation_params.get(KEY_NOTES), notes)
     if text:
         p.extra_generation_params[KEY_NOTES] = text
-
-
-def _stopped_by_user(state) -> bool:
-    return any(getattr(state, flag, False) for flag in ("interrupted", "skipped", "stopping_generation"))
 
 
 def missed_switch_note(sampler_label: str, plan) -> str:

@@ -27,6 +27,9 @@ class State:
     def skip(self) -> None:
         self.skipped = True
 
+    def stop_generating(self) -> None:
+        self.stopping_generation = True
+
     def nextjob(self) -> None:
         self.job_no += 1
         self.sampling_step = 0
