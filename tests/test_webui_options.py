@@ -124,6 +124,14 @@ def test_hires_fix_on_both_passes_writes_each_passes_split_and_pastes_back(webui
     assert (pasted.steps_percent, pasted.hires_pass) == (50, "both")
 
 
+def test_hires_fix_on_both_passes_keeps_the_first_passes_notes_beside_the_seconds(webui):
+    webui.write_pair()
+    p = webui.txt2img(steps=4, enable_hr=True, hr_second_pass_steps=3, denoising_strength=0.5)
+    refine(webui, p, ui_args(steps_percent=100, hires_pass="both"))
+    notes = p.extra_generation_params["SDXL Refiner notes"]
+    assert "The refiner runs all 4 steps" in notes and "The refiner runs all 3 steps" in notes
+
+
 @pytest.mark.parametrize(("hires_pass", "keys"), [("first", {"SDXL Refiner split"}), ("second", {"SDXL Refiner hires split"})])
 def test_hires_fix_on_one_pass_writes_only_that_passes_split(webui, hires_pass, keys):
     webui.write_pair()

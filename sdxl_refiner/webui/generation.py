@@ -113,7 +113,7 @@ def _pass_is_refined(p, run: RefinerRun) -> bool:
     from sdxl_refiner.webui import options
 
     wanted = options.effective_hires_pass(run.settings)
-    return wanted == "both" or wanted == ("second" if getattr(p, "is_hr_pass", False) else "first")
+    return wanted == "both" or wanted == ("second" if p.is_hr_pass else "first")
 
 
 def before_sampling(p, *, x, noise, c, uc) -> None:
@@ -235,7 +235,7 @@ def _sample_with_refiner(p, run: RefinerRun, func, model, x, args, kwargs, sched
 def _write_infotext(p, run: RefinerRun, plan) -> None:
     """Once per refined pass; hires fix's second pass adds its own split and notes to the first's."""
     params = infotext_params(
-        run.settings, checkpoint_title=run.checkpoint_title, plan=plan, hires_pass_run=getattr(p, "is_hr_pass", False)
+        run.settings, checkpoint_title=run.checkpoint_title, plan=plan, hires_pass_run=p.is_hr_pass
     )
     if not params:
         return
@@ -260,7 +260,7 @@ def missed_switch_note(sampler_label: str, plan) -> str:
 
 def _report_missed_switch(p, sampler_label: str, plan) -> None:
     note = missed_switch_note(sampler_label, plan)
-    if getattr(p, "is_hr_pass", False):
+    if p.is_hr_pass:
         note = f"hires pass: {note}"
     print(f"SDXL Refiner: {note}.")
     _add_notes(p, [note])

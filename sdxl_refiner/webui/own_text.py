@@ -91,7 +91,7 @@ class OwnTextEncoder:
         """This pass's (cond, uncond) as the WebUI builds them, with the refiner's encoder in place."""
         from modules import devices, prompt_parser, sd_samplers, shared
 
-        hires = bool(getattr(p, "is_hr_pass", False))
+        hires = p.is_hr_pass
         prompts = (getattr(p, "hr_prompts", None) if hires else None) or p.prompts
         negatives = (getattr(p, "hr_negative_prompts", None) if hires else None) or p.negative_prompts
         width = p.hr_upscale_to_x if hires else p.width
