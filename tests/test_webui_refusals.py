@@ -156,6 +156,14 @@ def test_the_builtin_refiner_is_turned_off_for_the_generation_and_the_infotext_s
     assert "built-in refiner was turned off" in result.infotexts[0]
 
 
+def test_the_builtin_refiner_set_to_none_gets_no_note(webui):
+    webui.write_pair()
+    p = webui.txt2img(refiner_checkpoint="None", refiner_switch_at=0.5)
+    result = refine(webui, p)
+    assert "built-in refiner" not in result.infotexts[0]
+    assert "SDXL Refiner split" in p.extra_generation_params
+
+
 def test_the_builtin_refiner_alone_is_left_alone(webui):
     webui.write_pair()
     p = webui.txt2img(refiner_checkpoint="refiner.safetensors", refiner_switch_at=0.5)

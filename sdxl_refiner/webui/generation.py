@@ -98,8 +98,9 @@ def _own_text_encoder(sd_model, run: RefinerRun) -> own_text.OwnTextEncoder:
 
 
 def _turn_builtin_refiner_off(p, run: RefinerRun) -> None:
-    builtin = getattr(p, "refiner_checkpoint_info", None) or getattr(p, "refiner_checkpoint", None)
-    if builtin in (None, "", "None", "none"):
+    # Script.process runs after the WebUI has resolved p.refiner_checkpoint into this field (or
+    # refused an unknown name), so the field alone says whether the built-in refiner would run.
+    if p.refiner_checkpoint_info is None:
         return
     p.refiner_checkpoint_info = None
     p.refiner_checkpoint = None
