@@ -4,6 +4,7 @@ what it refuses, and that the routed model is the sampler's model in every other
 from __future__ import annotations
 
 import copy
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -17,22 +18,13 @@ from sdxl_refiner.handoff import (
     route_model,
 )
 from sdxl_refiner.schedule import SwitchPoint
+from tests.support.denoisers import slot_and_base
 
 
-class Holder(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.diffusion_model = torch.nn.Identity()
-
-
-def handoff_for(point: SwitchPoint) -> tuple[Handoff, torch.nn.Module, torch.nn.Module]:
-    holder, refiner = Holder(), torch.nn.Linear(1, 1)
-    return Handoff(UNetSlot(holder, "diffusion_model"), refiner, point), holder, refiner
-
-
-def test_a_missing_slot_is_named_with_its_owners_type():
-    with pytest.raises(AttributeError, match=r"Holder has no attribute 'unet' to hold a UNet"):
-        UNetSlot(Holder(), "unet")
+def handoff_for(point: SwitchPoint) -> tuple[Handoff, UNetSlot, torch.nn.Module]:
+    slot, _ = slot_and_base()
+    refiner = torch.nn.Linear(1, 1)
+    return Handoff(slot, refiner, point), slot, refiner
 
 
 def test_a_new_handoff_is_on_the_base_and_open():
@@ -43,11 +35,11 @@ def test_a_new_handoff_is_on_the_base_and_open():
 
 
 def test_a_closed_handoff_keeps_every_later_call_on_the_base():
-    handoff, holder, _ = handoff_for(SwitchPoint(call_index=0, sigma=None))
-    base = holder.diffusion_model
+    handoff, slot, _ = handoff_for(SwitchPoint(call_index=0, sigma=None))
+    base = slot.get()
     handoff.restore()
     assert handoff.before_call(1.0) is False
-    assert holder.diffusion_model is base
+    assert slot.get() is base
     assert handoff.calls == 0
 
 
@@ -62,16 +54,16 @@ def test_a_closed_handoff_keeps_every_later_call_on_the_base():
 )
 def test_without_a_step_list_the_first_call_at_or_within_rounding_of_the_switch_sigma_switches(factor, switches):
     point_sigma = 0.75
-    handoff, holder, refiner = handoff_for(SwitchPoint(call_index=None, sigma=point_sigma))
+    handoff, slot, refiner = handoff_for(SwitchPoint(call_index=None, sigma=point_sigma))
     assert handoff.before_call(torch.tensor([point_sigma * factor, 9.0])) is switches
-    assert (holder.diffusion_model is refiner) is switches
+    assert (slot.get() is refiner) is switches
 
 
 def test_without_a_step_list_a_sigma_exactly_at_the_rounding_limit_still_switches():
     point_sigma = 0.75
-    handoff, holder, refiner = handoff_for(SwitchPoint(call_index=None, sigma=point_sigma))
+    handoff, slot, refiner = handoff_for(SwitchPoint(call_index=None, sigma=point_sigma))
     assert handoff.before_call(point_sigma * (1 + SIGMA_RELATIVE_TOLERANCE)) is True
-    assert holder.diffusion_model is refiner
+    assert slot.get() is refiner
 
 
 @pytest.mark.parametrize(
@@ -80,11 +72,11 @@ def test_without_a_step_list_a_sigma_exactly_at_the_rounding_limit_still_switche
 )
 def test_the_planned_call_is_accepted_from_rounding_below_to_the_most_churn_above(factor):
     expected = 2.0
-    handoff, holder, refiner = handoff_for(SwitchPoint(call_index=1, sigma=None, expected_sigma=expected))
+    handoff, slot, refiner = handoff_for(SwitchPoint(call_index=1, sigma=None, expected_sigma=expected))
     assert handoff.before_call(9.0) is False
     assert handoff.before_call(expected * factor) is True
     assert handoff.switched_at_call == 1
-    assert holder.diffusion_model is refiner
+    assert slot.get() is refiner
 
 
 @pytest.mark.parametrize(
@@ -94,8 +86,8 @@ def test_the_planned_call_is_accepted_from_rounding_below_to_the_most_churn_abov
 def test_a_planned_call_at_another_sigma_is_refused_with_where_it_came_and_what_to_report(factor, sampler):
     expected = 2.0
     point = SwitchPoint(call_index=1, sigma=None, expected_sigma=expected, base_steps=3, sampler=sampler)
-    handoff, holder, _ = handoff_for(point)
-    base = holder.diffusion_model
+    handoff, slot, _ = handoff_for(point)
+    base = slot.get()
     handoff.before_call(9.0)
     with pytest.raises(PlanError) as caught:
         handoff.before_call(expected * factor)
@@ -106,38 +98,13 @@ def test_a_planned_call_at_another_sigma_is_refused_with_where_it_came_and_what_
         "The plan was made for other steps or another schedule than the sampler runs; "
         "the base was kept in place. Report the sampler and scheduler used."
     )
-    assert holder.diffusion_model is base
-
-
-class RecordingModel:
-    """A sampler's model with attributes of its own, as the WebUI's CFG denoiser has."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[tuple, dict]] = []
-        self.inner_model = "the wrapped denoiser"
-        self.handoff_like = 3
-
-    def __call__(self, x, sigma, *args, **kwargs):
-        self.calls.append((args, kwargs))
-        return x
-
-
-def test_the_routed_model_passes_positional_and_keyword_arguments_through():
-    handoff, _, _ = handoff_for(SwitchPoint(call_index=1, sigma=None))
-    inner = RecordingModel()
-    routed = route_model(inner, handoff, {"cond": "refiner"})
-    x = torch.zeros(1)
-    routed(x, torch.tensor([1.0]), "positional", cond="base", cond_scale=7)
-    routed(x, torch.tensor([0.5]), "positional", cond="base", cond_scale=7)
-    assert inner.calls == [
-        (("positional",), {"cond": "base", "cond_scale": 7}),
-        (("positional",), {"cond": "refiner", "cond_scale": 7}),
-    ]
+    assert slot.get() is base
 
 
 def test_the_routed_model_shows_the_models_attributes_and_copies_without_recursing():
     handoff, _, _ = handoff_for(SwitchPoint(call_index=None, sigma=None))
-    routed = route_model(RecordingModel(), handoff)
+    # a sampler's model with attributes of its own, as the WebUI's CFG denoiser has
+    routed = route_model(SimpleNamespace(inner_model="the wrapped denoiser", handoff_like=3), handoff)
     assert routed.inner_model == "the wrapped denoiser"
     assert routed.handoff_like == 3
     duplicate = copy.copy(routed)

@@ -20,6 +20,7 @@ from tests.support.denoisers import (
     build_stack,
     run_sampler,
     schedule_sigmas,
+    slot_and_base,
 )
 
 EXTRA_ARGS = {"cond": base_conds(1, seed=10), "uncond": base_conds(1, seed=11), "cond_scale": 3.0}
@@ -134,12 +135,6 @@ def test_a_plan_made_for_other_sigmas_stops_the_pass_naming_the_sampler() -> Non
     assert "dpmpp_2m" in str(error) and "step 5" in str(error)
 
 
-def slot_and_base() -> tuple[UNetSlot, torch.nn.Module]:
-    holder = torch.nn.Module()
-    holder.diffusion_model = torch.nn.Linear(1, 1)
-    return UNetSlot(holder, "diffusion_model"), holder.diffusion_model
-
-
 def test_once_on_the_refiner_every_later_call_stays_there_whatever_its_sigma() -> None:
     slot, _ = slot_and_base()
     refiner = torch.nn.Linear(1, 1)
@@ -182,14 +177,16 @@ def test_refiner_extra_args_replace_the_samplers_only_on_refiner_calls() -> None
     slot, _ = slot_and_base()
     seen: list[object] = []
     handoff = Handoff(slot, torch.nn.Linear(1, 1), SwitchPoint(1, None))
-    routed = route_model(lambda x, sigma, cond, scale: seen.append((cond, scale)), handoff, {"cond": "refiner cond"})
+    routed = route_model(
+        lambda x, sigma, *args, cond, scale: seen.append((args, cond, scale)), handoff, {"cond": "refiner cond"}
+    )
     for _ in range(3):
-        routed(torch.zeros(1), torch.ones(1), cond="base cond", scale=7)
-    assert seen == [("base cond", 7), ("refiner cond", 7), ("refiner cond", 7)]
+        routed(torch.zeros(1), torch.ones(1), "positional", cond="base cond", scale=7)
+    assert seen == [(("positional",), "base cond", 7)] + [(("positional",), "refiner cond", 7)] * 2
 
 
 def test_a_slot_must_name_an_existing_attribute() -> None:
-    with pytest.raises(AttributeError, match="diffusion_model"):
+    with pytest.raises(AttributeError, match=r"^Module has no attribute 'diffusion_model' to hold a UNet$"):
         UNetSlot(torch.nn.Module(), "diffusion_model")
 
 

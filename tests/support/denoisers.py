@@ -17,6 +17,7 @@ from k_diffusion import sampling
 from k_diffusion.external import CompVisDenoiser
 from torch import nn
 
+from sdxl_refiner.handoff import UNetSlot
 from tests.support.tiny_unet import make_tiny_unet
 
 Cond = dict[str, torch.Tensor]
@@ -61,6 +62,12 @@ class UNetHolder(nn.Module):
     def __init__(self, diffusion_model: nn.Module):
         super().__init__()
         self.diffusion_model = diffusion_model
+
+
+def slot_and_base() -> tuple[UNetSlot, nn.Module]:
+    """A slot holding a one-weight base, for tests of the handoff's own accounting."""
+    holder = UNetHolder(nn.Linear(1, 1))
+    return UNetSlot(holder, "diffusion_model"), holder.diffusion_model
 
 
 class TinySDXL(nn.Module):
