@@ -169,7 +169,7 @@ def test_dpm_fast_that_never_reaches_the_switch_says_the_refiner_did_not_run(web
 
 
 def test_stop_after_this_image_still_says_the_refiner_did_not_run(webui):
-    """"Stop generating" lets the pass run to its end, unlike an interrupt, so its image is whole
+    """Unlike an interrupt, "stop generating" lets the pass run to its end, so its image is whole
     and its infotext must say what ran."""
     webui.write_pair()
 
