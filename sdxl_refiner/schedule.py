@@ -209,8 +209,8 @@ def switch_point(sampler: str | Callable[..., object], sigmas: torch.Tensor, bas
         return NEVER
     if name in SIGMA_THRESHOLD_SAMPLERS:
         if base_steps == 0:
-            return SwitchPoint(0, None, None, 0, name)
-        return SwitchPoint(None, float(sigmas[base_steps]), None, base_steps, name)
+            return SwitchPoint(0, None)
+        return SwitchPoint(None, float(sigmas[base_steps]))
     point = switch_point_from_calls(calls_per_step(name, sigmas, eta=eta), base_steps, sigmas)
     return SwitchPoint(point.call_index, None, point.expected_sigma, base_steps, name)
 

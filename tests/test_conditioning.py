@@ -143,6 +143,35 @@ def test_text_encoders_sharing_storage_or_equal_in_value_are_identical() -> None
     assert text_encoders_identical(state, {key: value.clone() for key, value in state.items()})
 
 
+def test_tensors_sharing_storage_are_identical_without_comparing_their_values(monkeypatch) -> None:
+    state = encoder()
+
+    def no_reading(*args: object) -> bool:
+        raise AssertionError("the values of tensors sharing storage were compared")
+
+    monkeypatch.setattr(torch, "equal", no_reading)
+    assert text_encoders_identical(state, {key: value.view(value.shape) for key, value in state.items()})
+
+
+def test_a_transposed_view_of_the_same_storage_is_compared_by_value() -> None:
+    square = torch.arange(16.0).reshape(4, 4)
+    assert not text_encoders_identical({"proj": square}, {"proj": square.t()})
+
+
+def test_equal_values_in_another_dtype_are_not_identical() -> None:
+    assert not text_encoders_identical({"proj": torch.arange(4.0)}, {"proj": torch.arange(4.0).half()})
+
+
+@pytest.mark.parametrize("meta", ["one", "both"])
+def test_a_text_encoder_without_data_is_never_identical(meta: str) -> None:
+    real = {"proj": torch.zeros(8, 4)}
+    empty, other = ({"proj": torch.zeros(8, 4, device="meta")} for _ in range(2))
+    if meta == "one":
+        other = real
+    assert not text_encoders_identical(empty, other)
+    assert not text_encoders_identical(other, empty)
+
+
 @pytest.mark.parametrize("change", ["value", "dtype", "shape", "missing key", "extra key"])
 def test_text_encoders_differing_in_anything_are_not_identical(change: str) -> None:
     state, other = encoder(), {key: value.clone() for key, value in encoder().items()}

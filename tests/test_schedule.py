@@ -14,6 +14,7 @@ from k_diffusion import sampling
 from sdxl_refiner.errors import PlanError, SettingsError
 from sdxl_refiner.schedule import (
     SwitchPlan,
+    SwitchPoint,
     calls_per_step,
     plan_switch,
     refiner_step_count,
@@ -110,8 +111,10 @@ def test_start_step_overrides_a_percentage_left_set() -> None:
 def test_a_full_share_is_allowed_but_noted_as_unable_to_compose() -> None:
     plan = plan_switch(percent(100), 30)
     assert plan.base_steps == 0
-    (note,) = plan.notes
-    assert "cannot compose" in note
+    assert plan.notes == (
+        "The refiner runs all 30 steps and the base none: a refiner cannot compose an image "
+        "from noise, so expect a poor result. A share of 10-30 % is usual.",
+    )
 
 
 def test_a_full_share_of_two_steps_names_both_steps_not_the_one_step_case() -> None:
@@ -151,8 +154,7 @@ def test_an_enabled_refiner_without_any_step_field_is_refused_naming_all_three()
 def test_one_step_with_a_share_goes_to_the_refiner_with_a_note() -> None:
     plan = plan_switch(percent(20), 1)
     assert (plan.base_steps, plan.refiner_steps) == (0, 1)
-    (note,) = plan.notes
-    assert "1 step" in note
+    assert plan.notes == ("This pass runs 1 step: the refiner runs it, the base runs none.",)
 
 
 @pytest.mark.parametrize("steps", [0, -3, 2.5, True])
@@ -202,6 +204,13 @@ def test_switch_call_index_counts_every_call_of_the_base_steps() -> None:
     assert point.expected_sigma == pytest.approx(float(sigmas[4]))
     assert switch_point("euler", sigmas, 4).call_index == 4
     assert switch_point("heun", sigmas, 0).call_index == 0
+    assert switch_point_from_calls([2, 2, 1], 2) == SwitchPoint(4, None, None, 2)
+
+
+def test_ancestral_second_order_samplers_count_calls_at_k_diffusions_default_eta_of_1() -> None:
+    sigmas = karras(6)
+    assert switch_point("dpm_2_ancestral", sigmas, 5) == switch_point("dpm_2_ancestral", sigmas, 5, eta=1.0)
+    assert switch_point("dpm_2_ancestral", sigmas, 5) != switch_point("dpm_2_ancestral", sigmas, 5, eta=2.0)
 
 
 def test_a_plan_with_every_step_on_the_base_never_switches() -> None:
@@ -230,8 +239,17 @@ def test_an_unknown_sampler_is_refused_with_the_allowed_list() -> None:
 
 def test_samplers_without_a_step_list_have_no_calls_per_step() -> None:
     for name in ("dpm_fast", "dpm_adaptive"):
-        with pytest.raises(PlanError, match=f"sampler '{name}' has no fixed list of steps.*use switch_point"):
+        with pytest.raises(PlanError) as caught:
             calls_per_step(name, karras(5))
+        assert str(caught.value) == (
+            f"sampler '{name}' has no fixed list of steps, so its model calls cannot be counted per step; "
+            "use switch_point, which switches it by sigma."
+        )
+
+
+def test_calls_per_step_refuses_an_unknown_sampler_by_its_name() -> None:
+    with pytest.raises(PlanError, match=r"^sampler 'restart' is not one the SDXL Refiner can switch exactly"):
+        calls_per_step("restart", karras(5))
 
 
 @pytest.mark.parametrize("base_steps", [-1, 6])

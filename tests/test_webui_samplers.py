@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from sdxl_refiner.errors import PlanError
-from sdxl_refiner.webui.samplers import sigmas_used
+from sdxl_refiner.webui.samplers import function_name, sampler_label, sigmas_used
 
 SCHEDULE = torch.tensor([14.6, 9.0, 4.0, 1.5, 0.5, 0.0])
 
@@ -32,3 +32,23 @@ def test_an_unseen_schedule_is_refused_with_what_could_not_be_done():
     assert str(refused.value) == (
         "The sampler's sigma schedule was not seen before sampling; cannot place the switch."
     )
+
+
+def euler_like_sampler(**attributes):
+    return type("KDiffusionSampler", (), attributes)()
+
+
+def test_a_sampler_is_named_by_its_k_diffusion_function_or_its_own_callable():
+    def restart_sampler():
+        pass
+
+    assert function_name(euler_like_sampler(funcname="sample_euler")) == "sample_euler"
+    assert function_name(euler_like_sampler(funcname=restart_sampler)) == "restart_sampler"
+    assert function_name(euler_like_sampler()) == "KDiffusionSampler"
+
+
+def test_a_sampler_is_labelled_as_the_webui_lists_it_else_by_its_function():
+    named = type("SamplerData", (), {"name": "DPM++ 2M"})()
+    assert sampler_label(euler_like_sampler(funcname="sample_dpmpp_2m", config=named)) == "DPM++ 2M"
+    assert sampler_label(euler_like_sampler(funcname="sample_euler", config=object())) == "sample_euler"
+    assert sampler_label(euler_like_sampler(funcname="sample_heun")) == "sample_heun"
