@@ -70,7 +70,8 @@ def refiner_conditioning(
     context = _required(base, TEXT_CONTEXT_KEY)
     vector = _required(base, VECTOR_KEY)
     kept_width = spec.adm_in_channels - spec.scalar_embed_dim
-    if spec.scalar_embed_dim < 1 or kept_width < 1:
+    # sgm's embedding of one scalar is cos and sin pairs: narrower than 2 it holds no score at all
+    if spec.scalar_embed_dim < 2 or kept_width < 1:
         raise ConditioningError(
             f"refiner UNet: ADM input width {spec.adm_in_channels} leaves no room for the base's vector "
             f"besides an aesthetic embedding of {spec.scalar_embed_dim}. This checkpoint is not a refiner-type "

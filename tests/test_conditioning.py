@@ -117,6 +117,30 @@ def test_conds_that_do_not_fit_the_refiner_unet_are_refused_before_sampling(spec
         refiner_conditioning(base_conds(1, seed=0), spec, 6.0)
 
 
+def test_the_narrowest_refiner_geometry_keeps_one_column_and_embeds_the_score_in_two() -> None:
+    base = base_conds(2, seed=0)
+    cond = refiner_conditioning(base, RefinerCondSpec("refiner", WIDTHS.refiner_context_dim, 3, 2), 6.0)
+    score = torch.tensor([[math.cos(6.0), math.sin(6.0)]]).expand(2, -1)
+    assert torch.equal(cond["vector"], torch.cat([base["vector"][:, :1], score], dim=1))
+
+
+@pytest.mark.parametrize("embed_dim", [0, 1])
+def test_a_refiner_without_room_for_cos_and_sin_of_the_score_is_refused(embed_dim: int) -> None:
+    spec = RefinerCondSpec("refiner", WIDTHS.refiner_context_dim, WIDTHS.refiner_adm, embed_dim)
+    with pytest.raises(ConditioningError, match=rf"leaves no room .* an aesthetic embedding of {embed_dim}\. "):
+        refiner_conditioning(base_conds(1, seed=0), spec, 6.0)
+
+
+def test_conds_with_a_row_count_that_differs_between_context_and_vector_are_refused_as_a_bug() -> None:
+    cond = {"crossattn": torch.zeros(2, 5, REFINER.context_dim), "vector": torch.zeros(3, REFINER.adm_in_channels)}
+    with pytest.raises(ConditioningError) as caught:
+        check_fits_unet(cond, REFINER)
+    assert str(caught.value) == (
+        "conds: the vector has 3 rows and the text context 2; they must have one row per prompt. "
+        "This is a bug in the caller; please report it."
+    )
+
+
 def test_conds_without_a_vector_are_refused_naming_the_missing_key() -> None:
     with pytest.raises(ConditioningError, match=r"no 'vector' entry \(keys given: \['crossattn'\]\)"):
         refiner_conditioning({"crossattn": torch.zeros(1, 5, 12)}, REFINER, 6.0)
