@@ -101,20 +101,42 @@ def test_a_base_type_refiner_takes_the_base_conds_unchanged() -> None:
     assert cond.keys() == base.keys() and all(cond[key] is base[key] for key in base)
 
 
+NOT_THIS_BASE = "The refiner does not belong to this base; choose a refiner made for it."
+NOT_THIS_BASE_MODEL = "The refiner does not belong to this base model; choose a refiner made for it."
+
+
 @pytest.mark.parametrize(("spec", "message"), [
     (RefinerCondSpec("refiner", WIDTHS.base_context_dim + 1, WIDTHS.refiner_adm, WIDTHS.scalar_embed_dim),
-     r"base text context: width 12 is narrower than the refiner UNet's context dim 13"),
+     f"base text context: width 12 is narrower than the refiner UNet's context dim 13. {NOT_THIS_BASE}"),
     (RefinerCondSpec("refiner", WIDTHS.refiner_context_dim, WIDTHS.base_adm + 10, WIDTHS.scalar_embed_dim),
-     r"base vector: shape \(1, 32\) has fewer than the 38 columns"),
-    (RefinerCondSpec("refiner", WIDTHS.refiner_context_dim, 4, 4), r"ADM input width 4 leaves no room"),
+     "base vector: shape (1, 32) has fewer than the 38 columns the refiner keeps (ADM width 42 minus aesthetic "
+     f"embedding 4). {NOT_THIS_BASE}"),
+    (RefinerCondSpec("refiner", WIDTHS.refiner_context_dim, 4, 4),
+     "refiner UNet: ADM input width 4 leaves no room for the base's vector besides an aesthetic embedding of 4. "
+     "This checkpoint is not a refiner-type SDXL UNet; choose an SDXL refiner or base checkpoint."),
     (RefinerCondSpec("base", WIDTHS.refiner_context_dim, WIDTHS.base_adm, WIDTHS.scalar_embed_dim),
-     r"text context: width 12 does not match the refiner UNet's context dim 8"),
+     f"text context: width 12 does not match the refiner UNet's context dim 8. {NOT_THIS_BASE_MODEL}"),
     (RefinerCondSpec("base", WIDTHS.base_context_dim, WIDTHS.refiner_adm, WIDTHS.scalar_embed_dim),
-     r"vector: shape \(1, 32\) does not match the refiner UNet's ADM input width 28"),
+     f"vector: shape (1, 32) does not match the refiner UNet's ADM input width 28. {NOT_THIS_BASE_MODEL}"),
 ])
 def test_conds_that_do_not_fit_the_refiner_unet_are_refused_before_sampling(spec: RefinerCondSpec, message: str) -> None:
-    with pytest.raises(ConditioningError, match=message):
+    with pytest.raises(ConditioningError) as caught:
         refiner_conditioning(base_conds(1, seed=0), spec, 6.0)
+    assert str(caught.value) == message
+
+
+def test_a_refiner_may_take_the_whole_base_context_and_all_of_the_vector_but_its_score() -> None:
+    base = base_conds(2, seed=0)
+    spec = RefinerCondSpec("refiner", WIDTHS.base_context_dim, WIDTHS.base_adm + 4, 4)
+    cond = refiner_conditioning(base, spec, 6.0)
+    assert torch.equal(cond["crossattn"], base["crossattn"])
+    assert torch.equal(cond["vector"][:, : WIDTHS.base_adm], base["vector"])
+
+
+def test_the_refiners_conds_are_made_on_the_device_of_the_base_conds() -> None:
+    base = {key: value.to("meta") for key, value in base_conds(2, seed=0).items()}
+    cond = refiner_conditioning(base, REFINER, 6.0)
+    assert cond["vector"].device.type == "meta" and cond["vector"].shape == (2, REFINER.adm_in_channels)
 
 
 def test_the_narrowest_refiner_geometry_keeps_one_column_and_embeds_the_score_in_two() -> None:
@@ -142,8 +164,12 @@ def test_conds_with_a_row_count_that_differs_between_context_and_vector_are_refu
 
 
 def test_conds_without_a_vector_are_refused_naming_the_missing_key() -> None:
-    with pytest.raises(ConditioningError, match=r"no 'vector' entry \(keys given: \['crossattn'\]\)"):
+    with pytest.raises(ConditioningError) as caught:
         refiner_conditioning({"crossattn": torch.zeros(1, 5, 12)}, REFINER, 6.0)
+    assert str(caught.value) == (
+        "conds: no 'vector' entry (keys given: ['crossattn']). The refiner needs SDXL conditioning with 'crossattn' "
+        "and 'vector'; use an SDXL base model."
+    )
 
 
 def encoder(seed: int = 0) -> dict[str, torch.Tensor]:

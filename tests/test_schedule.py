@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from fractions import Fraction
 
@@ -256,6 +257,13 @@ def test_calls_per_step_refuses_an_unknown_sampler_by_its_name() -> None:
 def test_base_steps_outside_the_schedule_are_refused(base_steps: int) -> None:
     with pytest.raises(PlanError, match=r"outside 0\.\.5"):
         switch_point("euler", karras(5), base_steps)
+
+
+def test_a_sampler_callable_without_a_name_is_refused_naming_what_it_is() -> None:
+    nameless = functools.partial(sampling.sample_euler)
+    with pytest.raises(PlanError) as caught:
+        switch_point(nameless, karras(5), 2)
+    assert str(caught.value).startswith(f"sampler {repr(nameless)!r} is not one")
 
 
 def test_a_hosts_own_sampler_function_is_refused_by_its_name() -> None:
