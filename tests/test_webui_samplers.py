@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from sdxl_refiner.errors import PlanError
-from sdxl_refiner.webui.samplers import function_name, sampler_label, sigmas_used
+from sdxl_refiner.webui.samplers import function_name, sampler_label, sigmas_used, switch_point_for
 
 SCHEDULE = torch.tensor([14.6, 9.0, 4.0, 1.5, 0.5, 0.0])
 
@@ -52,3 +52,12 @@ def test_a_sampler_is_labelled_as_the_webui_lists_it_else_by_its_function():
     assert sampler_label(euler_like_sampler(funcname="sample_dpmpp_2m", config=named)) == "DPM++ 2M"
     assert sampler_label(euler_like_sampler(funcname="sample_euler", config=object())) == "sample_euler"
     assert sampler_label(euler_like_sampler(funcname="sample_heun")) == "sample_heun"
+
+
+@pytest.mark.parametrize(("name", "calls_before_last_step"), [("plms", 5), ("ddim", 4), ("sample_lcm", 4)])
+def test_timestep_and_lcm_samplers_switch_after_every_call_of_the_base_steps(name, calls_before_last_step):
+    sampler, steps = euler_like_sampler(funcname=name), len(SCHEDULE) - 1
+    assert switch_point_for(sampler, SCHEDULE, steps - 1, 1.0).call_index == calls_before_last_step
+    assert switch_point_for(sampler, SCHEDULE, steps, 1.0).never
+    with pytest.raises(PlanError, match=f"base steps {steps + 1} is outside 0..{steps}"):
+        switch_point_for(sampler, SCHEDULE, steps + 1, 1.0)
