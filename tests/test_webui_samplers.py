@@ -6,7 +6,14 @@ import pytest
 import torch
 
 from sdxl_refiner.errors import PlanError
-from sdxl_refiner.webui.samplers import function_name, sampler_label, sigmas_used, switch_point_for
+from sdxl_refiner.schedule import switch_point
+from sdxl_refiner.webui.samplers import (
+    function_name,
+    refuse_unsupported,
+    sampler_label,
+    sigmas_used,
+    switch_point_for,
+)
 
 SCHEDULE = torch.tensor([14.6, 9.0, 4.0, 1.5, 0.5, 0.0])
 
@@ -61,3 +68,34 @@ def test_timestep_and_lcm_samplers_switch_after_every_call_of_the_base_steps(nam
     assert switch_point_for(sampler, SCHEDULE, steps, 1.0).never
     with pytest.raises(PlanError, match=f"base steps {steps + 1} is outside 0..{steps}"):
         switch_point_for(sampler, SCHEDULE, steps + 1, 1.0)
+
+
+def test_a_sigma_max_just_below_a_schedule_sigma_starts_the_pass_there():
+    schedule = torch.tensor([8.0, 5.0, 4.5, 4.0, 1.0, 0.0])
+    assert torch.equal(sigmas_used({"sigma_max": 4.5}, schedule), schedule[2:])
+    assert torch.equal(sigmas_used({"sigma_max": 4.5 / (1 + 5e-5)}, schedule), schedule[2:])
+
+
+def test_lcm_checks_the_sigma_of_its_switch_and_ddim_whose_steps_are_timesteps_does_not():
+    assert switch_point_for(euler_like_sampler(funcname="sample_lcm"), SCHEDULE, 3, 1.0).expected_sigma == pytest.approx(1.5)
+    assert switch_point_for(euler_like_sampler(funcname="ddim"), SCHEDULE, 3, 1.0).expected_sigma is None
+
+
+def test_the_generations_eta_counts_the_calls_of_ancestral_second_order_samplers():
+    sampler = euler_like_sampler(funcname="sample_dpm_2_ancestral")
+    assert switch_point_for(sampler, SCHEDULE, 4, 2.0) == switch_point("dpm_2_ancestral", SCHEDULE, 4, eta=2.0)
+    assert switch_point_for(sampler, SCHEDULE, 4, 2.0) != switch_point_for(sampler, SCHEDULE, 4, 1.0)
+
+
+def test_a_sampler_stepping_through_timesteps_is_refused_with_the_samplers_to_pick():
+    def sample_unipc(model, x, timesteps, extra_args=None):
+        return x
+
+    named = type("SamplerData", (), {"name": "UniPC"})()
+    with pytest.raises(PlanError) as caught:
+        refuse_unsupported(euler_like_sampler(funcname="unipc", config=named), sample_unipc)
+    assert str(caught.value) == (
+        "Sampler 'UniPC' steps through timesteps, not sigmas, and its model calls per step are not ones the SDXL "
+        "Refiner can place its switch between. Pick Euler, Euler a, DPM++ 2M, DPM++ 2M SDE, DPM++ SDE, Heun or "
+        "LMS, DDIM or PLMS, or turn SDXL Refiner off."
+    )
