@@ -223,3 +223,12 @@ def test_any_named_args_give_settings_or_a_settings_error(values: dict) -> None:
         assert str(error).startswith("SDXL Refiner: ")
     else:
         assert from_named(dataclasses.asdict(settings)) == settings
+
+
+def test_named_values_that_are_not_a_mapping_are_refused_naming_what_came() -> None:
+    with pytest.raises(SettingsError) as caught:
+        from_named([("enabled", True)])  # type: ignore[arg-type]
+    assert str(caught.value) == (
+        "SDXL Refiner: 'args' must be a dict of named arguments; got [('enabled', True)] (list). "
+        'Send an object such as {"enabled": true}.'
+    )
