@@ -41,29 +41,34 @@ def test_an_unseen_schedule_is_refused_with_what_could_not_be_done():
     )
 
 
-def euler_like_sampler(**attributes):
+def webui_sampler(**attributes):
+    """A sampler object as the WebUI hands it over: ``funcname``, and ``config`` for a listed one."""
     return type("KDiffusionSampler", (), attributes)()
+
+
+def listed_as(label: str):
+    """The WebUI's SamplerData for a sampler in its list: the label is its ``name``."""
+    return type("SamplerData", (), {"name": label})()
 
 
 def test_a_sampler_is_named_by_its_k_diffusion_function_or_its_own_callable():
     def restart_sampler():
         pass
 
-    assert function_name(euler_like_sampler(funcname="sample_euler")) == "sample_euler"
-    assert function_name(euler_like_sampler(funcname=restart_sampler)) == "restart_sampler"
-    assert function_name(euler_like_sampler()) == "KDiffusionSampler"
+    assert function_name(webui_sampler(funcname="sample_euler")) == "sample_euler"
+    assert function_name(webui_sampler(funcname=restart_sampler)) == "restart_sampler"
+    assert function_name(webui_sampler()) == "KDiffusionSampler"
 
 
 def test_a_sampler_is_labelled_as_the_webui_lists_it_else_by_its_function():
-    named = type("SamplerData", (), {"name": "DPM++ 2M"})()
-    assert sampler_label(euler_like_sampler(funcname="sample_dpmpp_2m", config=named)) == "DPM++ 2M"
-    assert sampler_label(euler_like_sampler(funcname="sample_euler", config=object())) == "sample_euler"
-    assert sampler_label(euler_like_sampler(funcname="sample_heun")) == "sample_heun"
+    assert sampler_label(webui_sampler(funcname="sample_dpmpp_2m", config=listed_as("DPM++ 2M"))) == "DPM++ 2M"
+    assert sampler_label(webui_sampler(funcname="sample_euler", config=object())) == "sample_euler"
+    assert sampler_label(webui_sampler(funcname="sample_heun")) == "sample_heun"
 
 
 @pytest.mark.parametrize(("name", "calls_before_last_step"), [("plms", 5), ("ddim", 4), ("sample_lcm", 4)])
 def test_timestep_and_lcm_samplers_switch_after_every_call_of_the_base_steps(name, calls_before_last_step):
-    sampler, steps = euler_like_sampler(funcname=name), len(SCHEDULE) - 1
+    sampler, steps = webui_sampler(funcname=name), len(SCHEDULE) - 1
     assert switch_point_for(sampler, SCHEDULE, steps - 1, 1.0).call_index == calls_before_last_step
     assert switch_point_for(sampler, SCHEDULE, steps, 1.0).never
     with pytest.raises(PlanError, match=f"base steps {steps + 1} is outside 0..{steps}"):
@@ -77,12 +82,12 @@ def test_a_sigma_max_just_below_a_schedule_sigma_starts_the_pass_there():
 
 
 def test_lcm_checks_the_sigma_of_its_switch_and_ddim_whose_steps_are_timesteps_does_not():
-    assert switch_point_for(euler_like_sampler(funcname="sample_lcm"), SCHEDULE, 3, 1.0).expected_sigma == pytest.approx(1.5)
-    assert switch_point_for(euler_like_sampler(funcname="ddim"), SCHEDULE, 3, 1.0).expected_sigma is None
+    assert switch_point_for(webui_sampler(funcname="sample_lcm"), SCHEDULE, 3, 1.0).expected_sigma == pytest.approx(1.5)
+    assert switch_point_for(webui_sampler(funcname="ddim"), SCHEDULE, 3, 1.0).expected_sigma is None
 
 
 def test_the_generations_eta_counts_the_calls_of_ancestral_second_order_samplers():
-    sampler = euler_like_sampler(funcname="sample_dpm_2_ancestral")
+    sampler = webui_sampler(funcname="sample_dpm_2_ancestral")
     assert switch_point_for(sampler, SCHEDULE, 4, 2.0) == switch_point("dpm_2_ancestral", SCHEDULE, 4, eta=2.0)
     assert switch_point_for(sampler, SCHEDULE, 4, 2.0) != switch_point_for(sampler, SCHEDULE, 4, 1.0)
 
@@ -91,9 +96,8 @@ def test_a_sampler_stepping_through_timesteps_is_refused_with_the_samplers_to_pi
     def sample_unipc(model, x, timesteps, extra_args=None):
         return x
 
-    named = type("SamplerData", (), {"name": "UniPC"})()
     with pytest.raises(PlanError) as caught:
-        refuse_unsupported(euler_like_sampler(funcname="unipc", config=named), sample_unipc)
+        refuse_unsupported(webui_sampler(funcname="unipc", config=listed_as("UniPC")), sample_unipc)
     assert str(caught.value) == (
         "Sampler 'UniPC' steps through timesteps, not sigmas, and its model calls per step are not ones the SDXL "
         "Refiner can place its switch between. Pick Euler, Euler a, DPM++ 2M, DPM++ 2M SDE, DPM++ SDE, Heun or "
