@@ -2,9 +2,12 @@
 
 Requests of the same seed and steps alternate between the modes, round by round, so drift of
 the machine hits every mode alike. The built-in refiner is set to switch by sampling steps at
-the same split as ours. Prints medians and the ratios; run with the WebUI idle otherwise.
+the same split as ours. Prints medians and the ratios; run with the WebUI idle otherwise. With
+the WebUI's console log (``WEBUI_CONSOLE``, which the project's host script sets) it also counts
+the whole-checkpoint loads (the WebUI's "Loading weights" lines) each mode costs per image.
 
     WEBUI_URL=http://127.0.0.1:7860 python benchmarks/bench_webui.py --rounds 7 --steps 20
+    python -m tests.live.host run -- python benchmarks/bench_webui.py    # a host of its own
 """
 
 from __future__ import annotations
@@ -47,6 +50,25 @@ def wait_until_idle(api: WebUIApi, limit_s: float = 120.0) -> None:
         time.sleep(0.2)
 
 
+class CheckpointLoads:
+    """Counts the WebUI's whole-checkpoint loads in its console log, from where the last count ended."""
+
+    LINE = "Loading weights ["
+
+    def __init__(self, console: str | None):
+        self.path = Path(console) if console else None
+        self.offset = self.path.stat().st_size if self.path else 0
+
+    def since_last(self) -> int:
+        if self.path is None:
+            return 0
+        with self.path.open("rb") as log:
+            log.seek(self.offset)
+            text = log.read().decode(errors="replace")
+            self.offset = log.tell()
+        return text.count(self.LINE)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
@@ -70,6 +92,8 @@ def main() -> None:
     # right after it (which reloads) minus the same tiny request with the base already loaded.
     tiny = {"steps": 1, "width": 64, "height": 64, "sampler_name": args.sampler}
     reload_back: list[float] = []
+    loads = CheckpointLoads(os.environ.get("WEBUI_CONSOLE"))
+    loads_per_image: dict[str, list[int]] = {name: [] for name in runs}
 
     def timed(fields: dict) -> float:
         wait_until_idle(api)
@@ -80,14 +104,17 @@ def main() -> None:
     try:
         for round_index in range(args.rounds + 1):
             for name, fields in runs.items():
+                loads.since_last()
                 elapsed = timed({**common, **fields})
                 if name == "built-in refiner":
                     reload = max(0.0, timed(tiny) - timed(tiny))
                     elapsed += reload
                     if round_index:
                         reload_back.append(reload)
+                loaded = loads.since_last()  # the built-in refiner's reload back to the base included
                 if round_index:  # round 0 warms every mode up (model loads, caches)
                     times[name].append(elapsed)
+                    loads_per_image[name].append(loaded)
     finally:
         # 1.10.1 does not restore an override of an option that was never saved: put it back by hand
         api.call("/sdapi/v1/options", {"refiner_switch_by_sample_steps": False, "sdxl_refiner_cache_size": cache_size})
@@ -100,6 +127,10 @@ def main() -> None:
         "ours_over_builtin": medians["SDXL Refiner (ours)"] / medians["built-in refiner"],
         "builtin_reload_back_seconds": statistics.median(reload_back),
         "handoff_overhead": medians["ours, base copy as refiner"] / medians["base only"],
+        "checkpoint_loads_per_image": (
+            {name: statistics.mean(counts) for name, counts in loads_per_image.items()}
+            if loads.path else "not counted: set WEBUI_CONSOLE to the WebUI's console log"
+        ),
     }
     print(json.dumps(result, indent=2))
 

@@ -27,6 +27,10 @@ suite. It writes into the given ``models/Stable-diffusion`` folder and beside it
   with a text encoder of its own (prompts must be encoded again);
 - ``Stable-diffusion/tiny-sdxl-refiner-wrong-config.safetensors`` (+ ``.yaml``): the refiner's
   bytes with a ``.yaml`` whose ``model_channels`` (48) its weights contradict, for that refusal;
+- ``Stable-diffusion/tiny-sdxl-refiner-fp16.safetensors`` (+ ``.yaml``): the refiner in half
+  precision, and ``tiny-sdxl-refiner-rounded.safetensors`` the same rounded values in float32;
+- ``Stable-diffusion/sub folder/tiny sdxl refiner.safetensors`` (+ ``.yaml``): the refiner's
+  bytes under a name with spaces, in a subfolder;
 - ``Stable-diffusion/tiny-sd1.safetensors`` (+ ``.yaml``): an SD1.x-type model (another latent
   space), for the refusals of a non-SDXL base or refiner;
 - ``VAE/tiny-sdxl-vae.safetensors``: the base's autoencoder alone;
@@ -501,6 +505,19 @@ def make_all(webui: Path, checkpoints: Path) -> list[Path]:
         path = checkpoints / f"{name}.safetensors"
         save_checkpoint(tensors, refiner_cfg, path)
         written.append(path)
+    # A file in half precision under --no-half: the WebUI runs in float32, and the refiner UNet
+    # built from the half file must compute what a float32 file of the same (rounded) values does.
+    half = {key: value.half() if value.is_floating_point() else value for key, value in shared_text.items()}
+    rounded = {key: value.float() if value.is_floating_point() else value for key, value in half.items()}
+    for name, tensors in (("tiny-sdxl-refiner-fp16", half), ("tiny-sdxl-refiner-rounded", rounded)):
+        path = checkpoints / f"{name}.safetensors"
+        save_checkpoint(tensors, refiner_cfg, path)
+        written.append(path)
+    # Checkpoint lists name files below the folder by their relative path, spaces and all.
+    spaced_path = checkpoints / "sub folder" / "tiny sdxl refiner.safetensors"
+    spaced_path.parent.mkdir(exist_ok=True)
+    save_checkpoint(shared_text, refiner_cfg, spaced_path)
+    written.append(spaced_path)
     wrong_path = checkpoints / "tiny-sdxl-refiner-wrong-config.safetensors"
     save_checkpoint(shared_text, wrong_config(refiner_cfg), wrong_path)
     written.append(wrong_path)

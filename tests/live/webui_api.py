@@ -18,6 +18,10 @@ REFINER_OWN_TEXT = os.environ.get("SDXL_REFINER_LIVE_REFINER_OWN_TEXT", "tiny-sd
 REFINER_WRONG_CONFIG = os.environ.get(
     "SDXL_REFINER_LIVE_REFINER_WRONG_CONFIG", "tiny-sdxl-refiner-wrong-config.safetensors"
 )
+SD1 = "tiny-sd1.safetensors"
+REFINER_FP16 = "tiny-sdxl-refiner-fp16.safetensors"
+REFINER_ROUNDED = "tiny-sdxl-refiner-rounded.safetensors"
+REFINER_SPACED = "sub folder/tiny sdxl refiner.safetensors"
 SCRIPT_KEY = "sdxl refiner"
 
 
@@ -62,6 +66,17 @@ class WebUIApi:
 
     def img2img(self, **fields) -> dict:
         return self.call("/sdapi/v1/img2img", request(**fields))
+
+    def png_info(self, response: dict, index: int = 0) -> dict:
+        """What the WebUI reads back from a returned PNG (the infotext it wrote, parsed)."""
+        return self.call("/sdapi/v1/png-info", {"image": "data:image/png;base64," + response["images"][index]})
+
+    def xyz_axis(self, label: str, is_img2img: bool = False) -> int:
+        """An X/Y/Z axis is sent by its index in the tab's list, which depends on the extensions."""
+        for script in self.call("/sdapi/v1/script-info"):
+            if script["name"] == "x/y/z plot" and script["is_img2img"] == is_img2img:
+                return script["args"][0]["choices"].index(label)
+        raise LookupError("the WebUI has no x/y/z plot script")
 
 
 def request(*, refiner: dict | list | None = None, **fields) -> dict:

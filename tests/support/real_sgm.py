@@ -18,8 +18,8 @@ import tarfile
 import types
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-ARCHIVE = REPO_ROOT.parent / "shared" / "hosts" / "webui-1.10.1.tar.gz"
+from tests.support.host_sources import WEBUI_ARCHIVE as ARCHIVE
+
 ARCHIVE_SGM = "webui-1.10.1/repositories/generative-models/sgm/"
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "sdxl-refiner-tests" / "generative-models"
 ENV = "SDXL_REFINER_GENERATIVE_MODELS"

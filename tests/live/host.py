@@ -1,0 +1,301 @@
+"""Build, start and stop a real WebUI 1.10.1 for the live tests, offline where the sources are at hand.
+
+The offline suite tests the binding against a stand-in written from the same assumptions as the
+code; only a real WebUI tests those assumptions. This module makes one from nothing, the way a
+user's install looks (the WebUI's own pinned packages, this checkout in ``extensions/``), and
+keeps it outside the clone so that later runs reuse it:
+
+- the sources from ``../shared/hosts/webui-1.10.1.tar.gz`` when that archive exists, else cloned
+  at the commits ``modules/launch_utils.py`` pins (network needed);
+- a virtual environment of its own with the WebUI's ``requirements_versions.txt``, under
+  constraints that keep the torch this project tests with;
+- the tiny checkpoints of ``make_tiny_checkpoints.py``, written with that environment's Python.
+
+Standard library only: it runs from the project's test environment and drives the WebUI's.
+
+    python -m tests.live.host build           # prints the folder for SDXL_REFINER_HOST; exit 3: no sources
+    python -m tests.live.host run -- CMD...   # starts it, runs CMD with WEBUI_URL (and WEBUI_CONSOLE) set, stops it
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.support.host_sources import REPO_ROOT as REPOSITORY
+from tests.support.host_sources import WEBUI_ARCHIVE as ARCHIVE
+
+# Not under a dot-folder such as ~/.cache: gradio 3 refuses to serve any file whose absolute path has
+# a part starting with "." (403 for the WebUI's own script.js), and the page then never starts.
+CACHE = Path(os.environ.get("SDXL_REFINER_HOST_CACHE", "/var/tmp/sdxl-refiner-tests/webui-host"))
+FOLDER = "webui-1.10.1"
+EXTENSION_NAME = "sd-webui-sdxl-refiner"
+BASE_CHECKPOINT = "tiny-sdxl-base.safetensors"
+NO_SOURCES = 3
+
+WEBUI = ("https://github.com/AUTOMATIC1111/stable-diffusion-webui.git", "82a973c04367123ae98bd9abdf80d9eda9b910e2")
+PINNED_REPOSITORIES = {
+    "generative-models": ("https://github.com/Stability-AI/generative-models.git",
+                          "45c443b316737a4ab6e40413d7794a7f5657c19f"),
+    "k-diffusion": ("https://github.com/crowsonkb/k-diffusion.git", "ab527a9a6d347f364e3d185ba6d714e22d80cb3c"),
+    "stable-diffusion-stability-ai": ("https://github.com/Stability-AI/stablediffusion.git",
+                                      "cf1d67a6fd5ea1aa600c4df58e5b47da45f6bdbf"),
+    "stable-diffusion-webui-assets": ("https://github.com/AUTOMATIC1111/stable-diffusion-webui-assets.git",
+                                      "6f7db241d2f8ba7457bac5ca9753331f0c266917"),
+}
+# The project's torch, kept: the WebUI's list would pull another one through torchvision. Its own
+# setuptools pin conflicts with that torch, and below 81 keeps the pkg_resources that
+# pytorch_lightning 1.9.4 and clip import.
+CONSTRAINTS = "torch==2.14.1\ntorchvision==0.29.1\nsetuptools>=77.0.3,<81\n"
+PROVIDED = {"torch", "setuptools"}  # installed at the versions CONSTRAINTS holds
+EXTRA_REQUIREMENTS = ("clip-anytorch",)  # k-diffusion imports `clip`; the WebUI installs it at first start
+LAUNCH_FLAGS = (
+    "--skip-prepare-environment", "--skip-torch-cuda-test", "--skip-version-check", "--no-download-sd-model",
+    "--use-cpu", "all", "--precision", "full", "--no-half", "--no-half-vae", "--api",
+)
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+# The default live preview tries a download; the base is the model every request starts from.
+CONFIG = {"show_progress_type": "Approx cheap", "sd_model_checkpoint": BASE_CHECKPOINT}
+
+Log = Callable[[str], None]
+
+
+def to_stderr(line: str) -> None:
+    """Progress goes to stderr: ``build`` prints the host's folder alone on stdout, for scripts."""
+    print(line, file=sys.stderr, flush=True)
+
+
+class NoSources(RuntimeError):
+    """Neither the archive nor network access: the live tests cannot have a host."""
+
+
+@dataclass(frozen=True)
+class Install:
+    """Where a built host lives: the WebUI folder and the virtual environment it runs in."""
+
+    root: Path
+
+    @property
+    def webui(self) -> Path:
+        return self.root / FOLDER
+
+    @property
+    def python(self) -> Path:
+        return self.root / "venv" / "bin" / "python"
+
+
+def build(root: Path = CACHE, archive: Path = ARCHIVE, log: Log = to_stderr) -> Install:
+    """Makes (or brings up to date) the host under ``root``; every step is skipped when done."""
+    install = Install(root)
+    hidden = [part for part in install.webui.absolute().parts if part.startswith(".")]
+    if hidden:
+        raise ValueError(f"the WebUI cannot live in {install.webui}: gradio serves no file below a folder "
+                         f"whose name starts with a dot ({hidden[0]}); choose another SDXL_REFINER_HOST_CACHE")
+    root.mkdir(parents=True, exist_ok=True)
+    if not (install.webui / "launch.py").exists():
+        unpack(archive, root, log) if archive.exists() else clone(install.webui, log)
+    install_requirements(install, log)
+    write_checkpoints(install, log)
+    link_extension(install.webui, REPOSITORY)
+    return install
+
+
+def unpack(archive: Path, root: Path, log: Log) -> None:
+    log(f"host: unpacking {archive}")
+    partial = root / (FOLDER + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir()
+    with tarfile.open(archive) as tar:
+        tar.extractall(partial, filter="data")
+    (partial / FOLDER).rename(root / FOLDER)
+    partial.rmdir()
+
+
+def clone(webui: Path, log: Log) -> None:
+    log(f"host: no {ARCHIVE.name}; cloning the pinned commits")
+    partial = webui.with_name(FOLDER + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        checkout(*WEBUI, partial)
+        for name, (url, commit) in PINNED_REPOSITORIES.items():
+            checkout(url, commit, partial / "repositories" / name)
+    except (OSError, subprocess.CalledProcessError) as error:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise NoSources(f"neither {ARCHIVE} nor the network to clone the WebUI ({error})") from error
+    partial.rename(webui)
+
+
+def checkout(url: str, commit: str, folder: Path) -> None:
+    folder.mkdir(parents=True)
+    for command in (["init", "-q"], ["fetch", "-q", "--depth", "1", url, commit], ["checkout", "-q", "FETCH_HEAD"]):
+        subprocess.run(["git", *command], cwd=folder, check=True, timeout=600, stdin=subprocess.DEVNULL)
+
+
+def requirements(webui: Path) -> list[str]:
+    """The WebUI's pinned list without torch and its setuptools pin, plus what its launcher adds."""
+    wanted = []
+    for line in (webui / "requirements_versions.txt").read_text().splitlines():
+        requirement = line.split("#")[0].strip()
+        if requirement and re.split(r"[=<>~!\[ ]", requirement)[0].lower() not in PROVIDED:
+            wanted.append(requirement)
+    return [*wanted, *EXTRA_REQUIREMENTS]
+
+
+def install_requirements(install: Install, log: Log) -> None:
+    wanted = requirements(install.webui)
+    stamp = install.root / "venv" / "sdxl-refiner-requirements.sha256"
+    digest = hashlib.sha256("\n".join([*wanted, CONSTRAINTS]).encode()).hexdigest()
+    if stamp.exists() and stamp.read_text() == digest:
+        return
+    if not install.python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(install.root / "venv")], check=True)
+    log("host: installing the WebUI's requirements (a few minutes, once)")
+    started = time.monotonic()
+    (install.root / "constraints.txt").write_text(CONSTRAINTS)
+    (install.root / "requirements.txt").write_text("\n".join(wanted) + "\n")
+    pip = [str(install.python), "-m", "pip", "install", "-qq"]
+    subprocess.run([*pip, "--upgrade", "pip", "setuptools>=77.0.3,<81", "wheel"], check=True)
+    subprocess.run([*pip, "torch==2.14.1", "torchvision==0.29.1"], check=True)
+    subprocess.run([*pip, "-r", str(install.root / "requirements.txt"), "-c", str(install.root / "constraints.txt")],
+                   check=True)
+    stamp.write_text(digest)
+    log(f"host: requirements installed in {time.monotonic() - started:.0f} s")
+
+
+def write_checkpoints(install: Install, log: Log) -> None:
+    """Runs every time: the script leaves files whose bytes did not change untouched, so the
+    WebUI's cached hashes stay valid, and a changed generator reaches the next run."""
+    models = install.webui / "models" / "Stable-diffusion"
+    models.mkdir(parents=True, exist_ok=True)
+    script = REPOSITORY / "tests" / "live" / "make_tiny_checkpoints.py"
+    subprocess.run([str(install.python), str(script), str(models), "--webui", str(install.webui)], check=True,
+                   env={**os.environ, **OFFLINE_ENV}, stdout=subprocess.DEVNULL)
+    log(f"host: tiny checkpoints in {models}")
+
+
+def link_extension(webui: Path, checkout_folder: Path) -> None:
+    """This checkout, as the WebUI sees an installed extension; another checkout's link is replaced."""
+    link = webui / "extensions" / EXTENSION_NAME
+    link.parent.mkdir(exist_ok=True)
+    if link.is_symlink() or link.exists():
+        if link.resolve() == checkout_folder.resolve():
+            return
+        link.unlink() if link.is_symlink() else shutil.rmtree(link)
+    link.symlink_to(checkout_folder, target_is_directory=True)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@dataclass(frozen=True)
+class Running:
+    url: str
+    flags: tuple[str, ...]
+    process: subprocess.Popen
+    log: Path
+
+
+@contextmanager
+def started(install: Install, flags: Sequence[str] = (), timeout: float = 300.0, log: Log = to_stderr) -> Iterator[Running]:
+    """A WebUI serving on a free port, stopped by its process group however the block ends."""
+    running = start(install, flags, timeout, log)
+    try:
+        yield running
+    finally:
+        stop(running)
+
+
+def start(install: Install, flags: Sequence[str] = (), timeout: float = 300.0, log: Log = to_stderr) -> Running:
+    """Starts from a fresh ``config.json`` so that no earlier run's options leak into this one."""
+    (install.webui / "config.json").write_text(json.dumps(CONFIG))
+    port = free_port()
+    console = install.root / f"console-{port}.log"
+    command = [str(install.python), "launch.py", *LAUNCH_FLAGS, *flags, "--server-name", "127.0.0.1",
+               "--port", str(port)]
+    log(f"host: starting the WebUI on port {port} {' '.join(flags)}".rstrip())
+    with console.open("wb") as output:
+        process = subprocess.Popen(command, cwd=install.webui, stdout=output, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, env={**os.environ, **OFFLINE_ENV},
+                                   start_new_session=True)
+    running = Running(f"http://127.0.0.1:{port}", tuple(flags), process, console)
+    try:
+        wait_for_startup(running, timeout)
+    except BaseException:
+        stop(running)
+        raise
+    return running
+
+
+def wait_for_startup(running: Running, timeout: float) -> None:
+    """The WebUI breaks when asked anything before it prints ``Startup time:``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = running.log.read_text(errors="replace")
+        if "Startup time:" in text:
+            return
+        if running.process.poll() is not None:
+            raise RuntimeError(f"the WebUI exited with {running.process.returncode} before starting:\n{text[-6000:]}")
+        time.sleep(0.5)
+    raise TimeoutError(f"the WebUI did not start in {timeout:.0f} s:\n{running.log.read_text(errors='replace')[-6000:]}")
+
+
+def stop(running: Running, grace: float = 20.0) -> None:
+    if running.process.poll() is None:
+        for sent in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(running.process.pid, sent)
+            except ProcessLookupError:
+                break
+            try:
+                running.process.wait(timeout=grace)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+
+
+def console_tail(running: Running, characters: int = 6000) -> str:
+    return running.log.read_text(errors="replace")[-characters:]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="A real WebUI 1.10.1 for the live tests.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("build", help="build the host (cached) and print its WebUI folder")
+    run = commands.add_parser("run", help="build, start, run a command with WEBUI_URL set, stop")
+    run.add_argument("--flag", action="append", default=[], help="an extra WebUI flag, e.g. --medvram")
+    run.add_argument("cmd", nargs=argparse.REMAINDER)
+    arguments = parser.parse_args(argv)
+    try:
+        install = build()
+    except NoSources as error:
+        print(f"host: {error}", file=sys.stderr)
+        return NO_SOURCES
+    if arguments.command == "build":
+        print(install.root)
+        return 0
+    cmd = [part for part in arguments.cmd if part != "--"] or ["sleep", "infinity"]
+    with started(install, arguments.flag) as running:
+        print(f"host: serving at {running.url}; console: {running.log}")
+        environment = {**os.environ, "WEBUI_URL": running.url, "WEBUI_CONSOLE": str(running.log)}
+        return subprocess.run(cmd, env=environment, check=False).returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())

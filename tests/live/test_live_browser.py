@@ -1,0 +1,192 @@
+"""The panel in a real browser (Debian's chromium, driven by Playwright) on the real WebUI page.
+
+What only a browser sees: the panel's markup in both tabs, the split line that our javascript
+keeps in step with the sliders, a generation started from the UI, paste from PNG Info, the X/Y/Z
+axes in the page's own config, and no script errors on the page. With
+``SDXL_REFINER_SCREENSHOT=docs/panel.png`` the panel test refreshes the README's picture.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sdxl_refiner.webui.ui import ELEM_PREFIX, elem_id
+from sdxl_refiner.webui.xyz import AXIS_AESTHETIC_SCORE, AXIS_CHECKPOINT, AXIS_STEPS_PERCENT
+from tests.live.webui_api import BASE, REFINER, WebUIApi, ours
+
+pytestmark = pytest.mark.live
+CHROMIUM = os.environ.get("SDXL_REFINER_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+TIMEOUT_MS = 60_000
+# The WebUI's own page errors, each seen with this extension disabled (--disable-extra-extensions):
+# gradio 3.41's Blocks throws this whenever the txt2img width or height changes.
+HOST_ERRORS = (("Cannot read properties of undefined (reading 'props')", "/assets/Blocks-"),)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (requirements-dev.txt)")
+    if CHROMIUM is None:
+        pytest.skip("no chromium on this machine (apt-get install chromium, or set SDXL_REFINER_CHROMIUM)")
+    with sync_api.sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+class Page:
+    """One WebUI page, with every script error and console error it reports kept for the end."""
+
+    def __init__(self, browser: object, url: str):
+        self.page = browser.new_page(viewport={"width": 1400, "height": 1600})
+        self.page.set_default_timeout(TIMEOUT_MS)
+        self.errors: list[str] = []
+        self.origin = url.rstrip("/")
+        self.page.on("pageerror", self._page_error)
+        self.page.on("console", self._console)
+        self.page.goto(url)
+        self.page.wait_for_selector(f"#{ELEM_PREFIX}_txt2img", state="attached")
+        self.page.wait_for_function("() => typeof gradioApp === 'function' && gradioApp().querySelector('#txt2img_generate')")
+
+    def _page_error(self, error: object) -> None:
+        if not any(error.message == message and place in (error.stack or "") for message, place in HOST_ERRORS):
+            self.errors.append(f"page error: {error}\n{error.stack}")
+
+    def _console(self, message: object) -> None:
+        """Errors of the page itself; a resource from another host (gradio links a CDN script) cannot
+        load on an offline machine, and says nothing about the page."""
+        source = (message.location or {}).get("url", "")
+        if message.type == "error" and "favicon" not in message.text and not self._elsewhere(source):
+            self.errors.append(f"console error: {message.text} ({source})")
+
+    def _elsewhere(self, url: str) -> bool:
+        return url.startswith(("http://", "https://")) and not url.startswith(self.origin)
+
+    def tab(self, name: str) -> None:
+        self.page.locator("#tabs > .tab-nav > button", has_text=name).first.click()
+
+    def number(self, elem: str, value: float) -> None:
+        field = self.page.locator(f"#{elem} input[type=number]")
+        field.fill(str(value))
+        field.dispatch_event("input")
+        field.press("Tab")
+
+    def turn_on(self, tab: str) -> None:
+        if not self.page.locator(f"#{ELEM_PREFIX}_{tab}-checkbox input[type=checkbox]").is_checked():
+            self.page.locator(f"#{ELEM_PREFIX}_{tab} .label-wrap").first.click()
+        self.page.wait_for_function(
+            f"() => gradioApp().querySelector('#{ELEM_PREFIX}_{tab}-checkbox input[type=checkbox]').checked")
+
+    def split_line(self, tab: str) -> str:
+        return self.page.locator(f"#{elem_id(tab, 'split')}").inner_text()
+
+    def wait_for_split(self, tab: str, text: str) -> None:
+        self.page.wait_for_function(
+            "([id, text]) => (gradioApp().querySelector('#' + id) || {}).textContent.includes(text)",
+            arg=[elem_id(tab, "split"), text])
+
+    def pick(self, elem: str, value: str) -> None:
+        """A gradio 3 dropdown: type into it and take the matching option."""
+        field = self.page.locator(f"#{elem} input")
+        field.click()
+        field.fill(value)
+        self.page.locator(f"#{elem} ul.options li", has_text=value).first.click()
+
+
+@pytest.fixture
+def page(browser, api: WebUIApi) -> Iterator[Page]:
+    opened = Page(browser, api.url)
+    yield opened
+    assert not opened.errors, "\n".join(opened.errors)
+    opened.page.close()
+
+
+def test_the_panel_is_in_both_tabs_and_the_split_line_follows_steps_and_denoising(page):
+    page.turn_on("txt2img")
+    page.number("txt2img_steps", 30)
+    page.wait_for_split("txt2img", "Base: steps 1–24 · Refiner: steps 25–30")
+    page.number(elem_id("txt2img", "steps_percent"), 10)
+    page.wait_for_split("txt2img", "Base: steps 1–27 · Refiner: steps 28–30")
+    screenshot = os.environ.get("SDXL_REFINER_SCREENSHOT")
+    if screenshot:
+        page.number(elem_id("txt2img", "steps_percent"), 20)
+        page.page.locator(f"#{ELEM_PREFIX}_txt2img").screenshot(path=str(Path(screenshot)))
+
+    page.tab("img2img")
+    page.turn_on("img2img")
+    page.number("img2img_steps", 30)
+    page.number("img2img_denoising_strength", 0.5)
+    # img2img runs int(0.5 · 30) + 1 = 16 steps; the refiner takes floor(16 · 0.2 + 0.5) = 3 of them
+    page.wait_for_split("img2img", "Base: steps 1–13 · Refiner: steps 14–16")
+    page.number("img2img_denoising_strength", 1)
+    page.wait_for_split("img2img", "Refiner: steps 25–30")
+
+
+def test_a_generation_from_the_ui_runs_the_refiner_and_the_info_says_so(page):
+    page.turn_on("txt2img")
+    page.pick(elem_id("txt2img", "checkpoint"), REFINER.removesuffix(".safetensors"))
+    for elem, value in (("txt2img_steps", 8), ("txt2img_width", 64), ("txt2img_height", 64),
+                        (elem_id("txt2img", "steps_percent"), 25)):
+        page.number(elem, value)
+    page.page.locator("#txt2img_prompt textarea").fill("a red fox in the snow")
+    page.page.locator("#txt2img_generate").click()
+    page.page.wait_for_function(
+        "() => (gradioApp().querySelector('#html_info_txt2img') || {}).textContent.includes('SDXL Refiner split')")
+    info = page.page.locator("#html_info_txt2img").first.inner_text()  # gradio 3 repeats the id inside
+    assert "SDXL Refiner split: base 6 / refiner 2" in info
+    assert "SDXL Refiner steps: 25%" in info
+
+
+def png_with_infotext(api: WebUIApi, tmp_path: Path, name: str, **fields) -> Path:
+    import base64
+
+    response = api.txt2img(**fields)
+    path = tmp_path / name
+    path.write_bytes(base64.b64decode(response["images"][0]))
+    return path
+
+
+def test_png_info_send_to_txt2img_restores_our_fields_and_a_plain_infotext_turns_the_toggle_off(page, api, tmp_path):
+    refined = png_with_infotext(api, tmp_path, "refined.png", refiner=ours(REFINER, 30, aesthetic_score=7))
+    plain = png_with_infotext(api, tmp_path, "plain.png")
+    checkbox = page.page.locator(f"#{ELEM_PREFIX}_txt2img-checkbox input[type=checkbox]")
+
+    page.tab("PNG Info")
+    page.page.locator("#pnginfo_image input[type=file]").set_input_files(str(refined))
+    page.page.wait_for_function("() => gradioApp().querySelector('#tab_pnginfo').textContent.includes('SDXL Refiner')")
+    page.page.locator("#tab_pnginfo button", has_text="Send to txt2img").first.click()
+    page.page.wait_for_function(
+        f"() => gradioApp().querySelector('#{ELEM_PREFIX}_txt2img-checkbox input[type=checkbox]').checked")
+    assert page.page.locator(f"#{elem_id('txt2img', 'steps_percent')} input[type=number]").input_value() == "30"
+    assert REFINER.removesuffix(".safetensors") in page.page.locator(
+        f"#{elem_id('txt2img', 'checkpoint')} input").input_value()
+    assert page.page.locator(f"#{elem_id('txt2img', 'aesthetic_score')} input[type=number]").input_value() == "7"
+
+    page.tab("PNG Info")
+    page.page.locator("#pnginfo_image input[type=file]").set_input_files(str(plain))
+    page.page.wait_for_function("() => !gradioApp().querySelector('#tab_pnginfo').textContent.includes('SDXL Refiner')")
+    page.page.locator("#tab_pnginfo button", has_text="Send to txt2img").first.click()
+    page.page.wait_for_function(
+        f"() => !gradioApp().querySelector('#{ELEM_PREFIX}_txt2img-checkbox input[type=checkbox]').checked")
+    assert not checkbox.is_checked()
+
+
+def test_our_xyz_axes_are_among_the_x_type_choices_of_both_tabs(page):
+    for tab in ("txt2img", "img2img"):
+        choices = page.page.evaluate(
+            """(id) => {
+                const found = gradio_config.components.find(c => c.props && c.props.elem_id === id);
+                return found ? found.props.choices.map(choice => Array.isArray(choice) ? choice[0] : choice) : null;
+            }""", f"script_{tab}_xyz_plot_x_type")
+        assert choices is not None, f"no X type dropdown in the {tab} page"
+        assert {AXIS_STEPS_PERCENT, AXIS_CHECKPOINT, AXIS_AESTHETIC_SCORE} <= set(choices)
+
+
+def test_the_base_is_still_the_loaded_checkpoint_after_the_browser_session(api):
+    assert BASE in api.call("/sdapi/v1/options")["sd_model_checkpoint"]

@@ -1,0 +1,16 @@
+"""Where the pinned host sources lie: the folder of WebUI source archives beside the checkout.
+
+``../shared/hosts/`` holds the WebUI 1.10.1 source tree (with its pinned ``repositories/``) as
+an archive, so that tests can have generative-models and a whole WebUI without network access.
+``SDXL_REFINER_HOST_SOURCES`` names another folder. Standard library only: the host script
+imports it from any Python.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SOURCES = Path(os.environ.get("SDXL_REFINER_HOST_SOURCES", REPO_ROOT.parent / "shared" / "hosts"))
+WEBUI_ARCHIVE = SOURCES / "webui-1.10.1.tar.gz"
