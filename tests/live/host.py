@@ -168,12 +168,20 @@ def install_requirements(install: Install, log: Log) -> None:
     (install.root / "constraints.txt").write_text(CONSTRAINTS)
     (install.root / "requirements.txt").write_text("\n".join(wanted) + "\n")
     pip = [str(install.python), "-m", "pip", "install", "-qq"]
-    subprocess.run([*pip, "--upgrade", "pip", "setuptools>=77.0.3,<81", "wheel"], check=True)
-    subprocess.run([*pip, "torch==2.14.1", "torchvision==0.29.1"], check=True)
-    subprocess.run([*pip, "-r", str(install.root / "requirements.txt"), "-c", str(install.root / "constraints.txt")],
-                   check=True)
+    quietly([*pip, "--upgrade", "pip", "setuptools>=77.0.3,<81", "wheel"])
+    quietly([*pip, "torch==2.14.1", "torchvision==0.29.1"])
+    quietly([*pip, "-r", str(install.root / "requirements.txt"), "-c", str(install.root / "constraints.txt")])
     stamp.write_text(digest)
     log(f"host: requirements installed in {time.monotonic() - started:.0f} s")
+
+
+def quietly(command: list[str], env: dict[str, str] | None = None) -> None:
+    """pip's warnings fill a CI log by the hundred (and the WebUI's imports add more): the output
+    is shown only when the command fails."""
+    done = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
+    if done.returncode:
+        sys.stderr.write(done.stdout[-6000:] + done.stderr[-6000:])
+        raise subprocess.CalledProcessError(done.returncode, command)
 
 
 def write_checkpoints(install: Install, log: Log) -> None:
@@ -182,8 +190,8 @@ def write_checkpoints(install: Install, log: Log) -> None:
     models = install.webui / "models" / "Stable-diffusion"
     models.mkdir(parents=True, exist_ok=True)
     script = REPOSITORY / "tests" / "live" / "make_tiny_checkpoints.py"
-    subprocess.run([str(install.python), str(script), str(models), "--webui", str(install.webui)], check=True,
-                   env={**os.environ, **OFFLINE_ENV}, stdout=subprocess.DEVNULL)
+    quietly([str(install.python), str(script), str(models), "--webui", str(install.webui)],
+            env={**os.environ, **OFFLINE_ENV})
     log(f"host: tiny checkpoints in {models}")
 
 
