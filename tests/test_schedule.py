@@ -105,6 +105,13 @@ def test_start_step_percentage_of_90_at_25_steps_leaves_3_refiner_steps_like_10_
     assert plan.refiner_steps == 3
 
 
+@pytest.mark.parametrize(("start", "base_steps"), [(0, 0), (100, 25)])
+def test_start_step_percentage_accepts_both_ends_of_0_to_100(start: int, base_steps: int) -> None:
+    """100 means the base runs every step (the refiner none), as "refiner 0 %" does."""
+    plan = plan_switch(Settings(enabled=True, steps_percent=None, start_step_percentage=start), 25)
+    assert plan.base_steps == base_steps
+
+
 def test_start_step_overrides_a_percentage_left_set() -> None:
     assert plan_switch(Settings(enabled=True, steps_percent=20, start_step=5), 30).base_steps == 5
 

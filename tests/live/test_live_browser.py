@@ -91,6 +91,18 @@ class Page:
             "([id, text]) => (gradioApp().querySelector('#' + id) || {}).textContent.includes(text)",
             arg=[elem_id(tab, "split"), text])
 
+    def send_to_txt2img(self, png: Path, has_our_keys: bool) -> None:
+        """PNG Info reads the file's infotext, and "Send to txt2img" pastes it; each wait ends when
+        the page shows this file's infotext, then when our toggle has followed it."""
+        expect = "" if has_our_keys else "!"
+        self.tab("PNG Info")
+        self.page.locator("#pnginfo_image input[type=file]").set_input_files(str(png))
+        self.page.wait_for_function(
+            f"() => {expect}gradioApp().querySelector('#tab_pnginfo').textContent.includes('SDXL Refiner')")
+        self.page.locator("#tab_pnginfo button", has_text="Send to txt2img").first.click()
+        self.page.wait_for_function(
+            f"() => {expect}gradioApp().querySelector('#{ELEM_PREFIX}_txt2img-checkbox input[type=checkbox]').checked")
+
     def pick(self, elem: str, value: str) -> None:
         """A gradio 3 dropdown: type into it and take the matching option."""
         field = self.page.locator(f"#{elem} input")
@@ -157,23 +169,14 @@ def test_png_info_send_to_txt2img_restores_our_fields_and_a_plain_infotext_turns
     plain = png_with_infotext(api, tmp_path, "plain.png")
     checkbox = page.page.locator(f"#{ELEM_PREFIX}_txt2img-checkbox input[type=checkbox]")
 
-    page.tab("PNG Info")
-    page.page.locator("#pnginfo_image input[type=file]").set_input_files(str(refined))
-    page.page.wait_for_function("() => gradioApp().querySelector('#tab_pnginfo').textContent.includes('SDXL Refiner')")
-    page.page.locator("#tab_pnginfo button", has_text="Send to txt2img").first.click()
-    page.page.wait_for_function(
-        f"() => gradioApp().querySelector('#{ELEM_PREFIX}_txt2img-checkbox input[type=checkbox]').checked")
+    page.send_to_txt2img(refined, has_our_keys=True)
+    assert checkbox.is_checked()
     assert page.page.locator(f"#{elem_id('txt2img', 'steps_percent')} input[type=number]").input_value() == "30"
     assert REFINER.removesuffix(".safetensors") in page.page.locator(
         f"#{elem_id('txt2img', 'checkpoint')} input").input_value()
     assert page.page.locator(f"#{elem_id('txt2img', 'aesthetic_score')} input[type=number]").input_value() == "7"
 
-    page.tab("PNG Info")
-    page.page.locator("#pnginfo_image input[type=file]").set_input_files(str(plain))
-    page.page.wait_for_function("() => !gradioApp().querySelector('#tab_pnginfo').textContent.includes('SDXL Refiner')")
-    page.page.locator("#tab_pnginfo button", has_text="Send to txt2img").first.click()
-    page.page.wait_for_function(
-        f"() => !gradioApp().querySelector('#{ELEM_PREFIX}_txt2img-checkbox input[type=checkbox]').checked")
+    page.send_to_txt2img(plain, has_our_keys=False)
     assert not checkbox.is_checked()
 
 
