@@ -30,7 +30,22 @@ def test_refiner_calls_get_the_pooled_text_of_the_refiners_own_encoder(webui):
     pooled = expected["vector"].shape[1] - 2 * 2 * webui.shared.sd_model.conditioner.embedders[-1].outdim - 8
     vector = next(y for who, y in trace.vectors if who == "refiner")
     assert torch.allclose(vector[0, :pooled], expected["vector"][0, :pooled], atol=1e-5)
-    assert "own text encoder" in result.infotexts[0]
+    assert "SDXL Refiner notes: prompts encoded with the refiner's own text encoder" in result.infotexts[0]
+
+
+def test_two_refiners_with_encoders_of_their_own_each_encode_with_their_own(webui):
+    """The encoder is kept for the next generation, but only for the file it came from."""
+    first = write_stranger(webui)
+    second = "stranger-2.safetensors"
+    webui.write_checkpoint(second, "refiner", seed=6)
+    for name in (first, second):
+        trace = CallTrace()
+        trace.attach(cached_refiner(webui, name), "refiner")
+        refine(webui, webui.txt2img(steps=4, prompt="a red fox"), ui_args(checkpoint=name, steps_percent=50))
+        expected = own_encoding(webui, name, "a red fox")
+        pooled = expected["vector"].shape[1] - 2 * 2 * webui.shared.sd_model.conditioner.embedders[-1].outdim - 8
+        vector = next(y for who, y in trace.vectors if who == "refiner")
+        assert torch.allclose(vector[0, :pooled], expected["vector"][0, :pooled], atol=1e-5), name
 
 
 def test_own_encoding_follows_prompt_editing_and_differs_from_slicing_the_base(webui):

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from sdxl_refiner.errors import CheckpointError, ConditioningError, PlanError, SettingsError
+from sdxl_refiner.webui import generation
+from sdxl_refiner.webui.run_state import RefinerRun
 from sdxl_refiner.webui.samplers import REFUSED_SAMPLER_LABELS
 from tests.standin.refiner_runs import CallTrace, assert_restored, refine, snapshot, ui_args
 from tests.support.checkpoints import write_checkpoint
@@ -125,12 +129,41 @@ def test_one_step_goes_to_the_refiner_and_the_infotext_says_why(webui):
     assert "1 step" in p.extra_generation_params["SDXL Refiner notes"]
 
 
+def encoder_refusal(refiner: str, why: str) -> str:
+    return (
+        f"SDXL Refiner checkpoint {refiner!r}: its text encoder is not the one of the base 'base.safetensors', "
+        f"and {why}. Use the refiner released with this base (the SDXL 1.0 base and refiner share their text "
+        "encoder), or a refiner-type checkpoint in .safetensors whose OpenCLIP encoder has the base's architecture."
+    )
+
+
 def test_a_base_type_refiner_with_other_text_encoders_is_refused(webui):
     webui.write_pair()
     webui.write_checkpoint("other-base.safetensors", "base", seed=5)
     message = refused(webui, webui.txt2img(), ui_args(checkpoint="other-base.safetensors"), ConditioningError)
-    assert "text encoder" in message
-    assert "other-base.safetensors" in message
+    assert message == encoder_refusal(
+        "other-base.safetensors", "only a refiner-type .safetensors checkpoint can bring its own encoder")
+
+
+def test_a_refiner_whose_own_text_encoder_has_another_architecture_is_refused(webui):
+    webui.write_pair()
+    webui.write_checkpoint("other-vocab.safetensors", "refiner", seed=5, widths=webui.sgm.TinySdxlWidths(vocab=256))
+    message = refused(webui, webui.txt2img(), ui_args(checkpoint="other-vocab.safetensors"), ConditioningError)
+    assert message == encoder_refusal(
+        "other-vocab.safetensors", "its OpenCLIP encoder does not have the base's architecture to run in its place")
+
+
+def test_errors_name_the_base_and_the_refiner_as_the_checkpoint_list_does(webui, tmp_path):
+    """An error that reaches the user names both files by their names in the list, never by path,
+    also for a base outside models/Stable-diffusion (--ckpt-dir)."""
+    webui.write_pair()
+    p = webui.txt2img()
+    p.sd_model = SimpleNamespace(sd_checkpoint_info=SimpleNamespace(
+        filename=str(tmp_path / "elsewhere" / "my base.safetensors"), name="my base.safetensors"))
+    run = RefinerRun(checkpoint_info=webui.checkpoint("refiner.safetensors"))
+    error = ConditioningError(
+        f"reading {p.sd_model.sd_checkpoint_info.filename} and {run.checkpoint_info.filename} failed")
+    assert str(generation._for_users(p, run, error)) == "reading my base.safetensors and refiner.safetensors failed"
 
 
 def test_invalid_settings_reach_the_user_from_the_sampling_call(webui):
