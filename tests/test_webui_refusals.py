@@ -180,13 +180,16 @@ def test_samplers_whose_switch_cannot_be_placed_exactly_are_refused_with_alterna
     assert "Pick Euler" in message
 
 
-def test_the_builtin_refiner_is_turned_off_for_the_generation_and_the_infotext_says_so(webui):
+def test_the_builtin_refiner_is_turned_off_for_the_generation_and_the_infotext_says_so(webui, capsys):
     webui.write_pair()
     p = webui.txt2img(refiner_checkpoint="refiner.safetensors", refiner_switch_at=0.5)
     result = refine(webui, p)
     assert webui.sd_models.builtin_refiner_switches == []
     assert p.refiner_checkpoint_info is None
     assert "built-in refiner was turned off" in result.infotexts[0]
+    console = capsys.readouterr().out.splitlines()
+    assert ("SDXL Refiner: the WebUI's built-in refiner was turned off for this generation "
+            "(SDXL Refiner runs instead).") in console
 
 
 def test_the_builtin_refiner_set_to_none_gets_no_note(webui):
