@@ -157,9 +157,8 @@ def test_errors_name_the_base_and_the_refiner_as_the_checkpoint_list_does(webui,
     """An error that reaches the user names both files by their names in the list, never by path,
     also for a base outside models/Stable-diffusion (--ckpt-dir)."""
     webui.write_pair()
-    p = webui.txt2img()
-    p.sd_model = SimpleNamespace(sd_checkpoint_info=SimpleNamespace(
-        filename=str(tmp_path / "elsewhere" / "my base.safetensors"), name="my base.safetensors"))
+    base = SimpleNamespace(filename=str(tmp_path / "elsewhere" / "my base.safetensors"), name="my base.safetensors")
+    p = SimpleNamespace(sd_model=SimpleNamespace(sd_checkpoint_info=base))
     run = RefinerRun(checkpoint_info=webui.checkpoint("refiner.safetensors"))
     error = ConditioningError(
         f"reading {p.sd_model.sd_checkpoint_info.filename} and {run.checkpoint_info.filename} failed")
