@@ -202,3 +202,12 @@ def test_dpm_fast_that_reaches_the_switch_adds_no_note(webui):
     refine(webui, p, ui_args(steps_percent=20))
     assert "refiner" in trace.names()
     assert "SDXL Refiner notes" not in p.extra_generation_params
+
+
+def test_an_eta_that_makes_each_dpm2_a_step_one_call_moves_the_switch_with_it(webui):
+    """With eta this large DPM2 a's ancestral step ends at sigma_down 0 on every step, so it makes
+    one call per step instead of two: the switch is planned with the generation's own eta."""
+    webui.write_pair()
+    trace = traced(webui)
+    refine(webui, webui.txt2img(sampler_name="DPM2 a", steps=6, eta=100.0), ui_args(steps_percent=50))
+    assert trace.names() == ["base"] * 3 + ["refiner"] * 3
