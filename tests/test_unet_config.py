@@ -146,6 +146,8 @@ def test_a_config_that_contradicts_the_weights_is_refused_naming_source_field_an
     [
         ({"num_head_channels": 48, "legacy": False}, "num_head_channels 48 does not split the 64 channels"),
         ({"num_head_channels": 128, "legacy": True}, "num_head_channels 128 does not split the 64 channels"),
+        # legacy: 64 // 20 = 3 heads of 64 // 3 = 21 channels, 63 in all
+        ({"num_head_channels": 20, "legacy": True}, "num_head_channels 20 does not split the 64 channels"),
         ({"num_heads": 3, "legacy": False}, "num_heads 3 does not split the 64 channels"),
         ({"legacy": False}, "neither num_head_channels nor num_heads"),
     ],
