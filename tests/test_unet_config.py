@@ -190,6 +190,15 @@ def test_a_config_without_the_fields_of_an_sdxl_unet_is_refused_naming_what_is_m
         unet_constructor_params(inferred, host(partial), "tiny.safetensors")
 
 
+def test_a_unet_with_class_label_embeddings_is_refused_as_not_sdxl():
+    shapes = {**shapes_of(small_unet_params("base")), "label_emb.weight": (10, 128)}
+    with pytest.raises(CheckpointError) as caught:
+        infer_unet_config(shapes)
+    assert str(caught.value) == (
+        "The UNet does not have the SDXL layout: class-label embeddings (label_emb.weight) are not an SDXL ADM input."
+    )
+
+
 def test_without_a_config_the_shapes_and_the_family_head_width_decide():
     params = small_unet_params("refiner")
     inferred = infer_unet_config(shapes_of(params))
