@@ -199,6 +199,27 @@ def test_a_unet_with_class_label_embeddings_is_refused_as_not_sdxl():
     )
 
 
+def test_a_level_whose_width_is_not_a_multiple_of_the_model_channels_is_refused():
+    shapes = shapes_of(small_unet_params("base"))  # model_channels 32, channel_mult [1, 2]
+    weight = shapes["input_blocks.1.0.in_layers.2.weight"]
+    shapes["input_blocks.1.0.in_layers.2.weight"] = (48, *weight[1:])
+    with pytest.raises(CheckpointError) as caught:
+        infer_unet_config(shapes)
+    assert str(caught.value) == (
+        "The UNet does not have the SDXL layout: 48 channels at level 0 is not a multiple of 32."
+    )
+
+
+def test_a_level_with_attention_in_some_residual_blocks_only_is_refused():
+    shapes = shapes_of({**small_unet_params("base"), "num_res_blocks": 2})
+    shapes = {key: shape for key, shape in shapes.items() if not key.startswith("input_blocks.5.1.")}
+    with pytest.raises(CheckpointError) as caught:
+        infer_unet_config(shapes)
+    assert str(caught.value) == (
+        "The UNet does not have the SDXL layout: level 1 mixes transformer depths [0, 1] (0: no attention)."
+    )
+
+
 def test_without_a_config_the_shapes_and_the_family_head_width_decide():
     params = small_unet_params("refiner")
     inferred = infer_unet_config(shapes_of(params))
