@@ -220,6 +220,16 @@ def test_a_level_with_attention_in_some_residual_blocks_only_is_refused():
     )
 
 
+def test_a_spatial_transformer_without_transformer_blocks_is_refused_naming_it():
+    shapes = {key: shape for key, shape in shapes_of(small_unet_params("base")).items()
+              if not key.startswith("middle_block.1.transformer_blocks.")}
+    with pytest.raises(CheckpointError) as caught:
+        infer_unet_config(shapes)
+    assert str(caught.value) == (
+        "The UNet does not have the SDXL layout: middle_block.1 has a projection but no transformer blocks."
+    )
+
+
 def test_without_a_config_the_shapes_and_the_family_head_width_decide():
     params = small_unet_params("refiner")
     inferred = infer_unet_config(shapes_of(params))
