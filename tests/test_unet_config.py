@@ -230,6 +230,20 @@ def test_a_spatial_transformer_without_transformer_blocks_is_refused_naming_it()
     )
 
 
+@pytest.mark.parametrize(
+    ("dropped", "problem"),
+    [
+        ("input_blocks.3.", "no residual blocks after the last downsampling (input_blocks)"),
+        ("middle_block.1.", "the middle block has no spatial transformer (middle_block.1)"),
+    ],
+)
+def test_a_unet_missing_a_part_of_the_sdxl_layout_is_refused_naming_it(dropped, problem):
+    shapes = {key: shape for key, shape in shapes_of(small_unet_params("base")).items() if not key.startswith(dropped)}
+    with pytest.raises(CheckpointError) as caught:
+        infer_unet_config(shapes)
+    assert str(caught.value) == f"The UNet does not have the SDXL layout: {problem}."
+
+
 def test_without_a_config_the_shapes_and_the_family_head_width_decide():
     params = small_unet_params("refiner")
     inferred = infer_unet_config(shapes_of(params))
