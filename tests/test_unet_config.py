@@ -244,6 +244,34 @@ def test_a_unet_missing_a_part_of_the_sdxl_layout_is_refused_naming_it(dropped, 
     assert str(caught.value) == f"The UNet does not have the SDXL layout: {problem}."
 
 
+def _without_the_last_output_block(shapes: dict) -> dict:
+    return {key: shape for key, shape in shapes.items() if not key.startswith("output_blocks.3.")}
+
+
+def _with_an_extra_output_block(shapes: dict) -> dict:
+    return {**shapes, "output_blocks.4.0.in_layers.2.weight": shapes["output_blocks.3.0.in_layers.2.weight"]}
+
+
+def _with_another_context_in_an_output_transformer(shapes: dict) -> dict:
+    key = next(key for key in shapes if key.startswith("output_blocks.") and key.endswith("attn2.to_k.weight"))
+    return {**shapes, key: (shapes[key][0], shapes[key][1] + 8)}
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        (_without_the_last_output_block, "expected 4 output blocks for 2 levels"),
+        (_with_an_extra_output_block, "expected 4 output blocks for 2 levels"),
+        (_with_another_context_in_an_output_transformer, "transformers disagree on the context width: [96, 104]"),
+    ],
+)
+def test_output_blocks_that_do_not_mirror_the_input_side_are_refused(change, problem):
+    shapes = change(shapes_of(small_unet_params("base")))  # 2 levels of 1 residual block: 4 output blocks
+    with pytest.raises(CheckpointError) as caught:
+        infer_unet_config(shapes)
+    assert str(caught.value) == f"The UNet does not have the SDXL layout: {problem}."
+
+
 def test_without_a_config_the_shapes_and_the_family_head_width_decide():
     params = small_unet_params("refiner")
     inferred = infer_unet_config(shapes_of(params))
