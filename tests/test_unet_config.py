@@ -257,9 +257,16 @@ def _with_another_context_in_an_output_transformer(shapes: dict) -> dict:
     return {**shapes, key: (shapes[key][0], shapes[key][1] + 8)}
 
 
+def _with_a_convolution_projection_in_an_output_transformer(shapes: dict) -> dict:
+    key = next(key for key in shapes if key.startswith("output_blocks.") and key.endswith("proj_in.weight"))
+    return {**shapes, key: (*shapes[key], 1, 1)}
+
+
 @pytest.mark.parametrize(
     ("change", "problem"),
     [
+        (_with_a_convolution_projection_in_an_output_transformer,
+         "some transformers project with linear layers and some with convolutions"),
         (_without_the_last_output_block, "expected 4 output blocks for 2 levels"),
         (_with_an_extra_output_block, "expected 4 output blocks for 2 levels"),
         (_with_another_context_in_an_output_transformer, "transformers disagree on the context width: [96, 104]"),
