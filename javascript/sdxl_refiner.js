@@ -10,6 +10,10 @@
     var SIGMA_SWITCH_SAMPLERS = ["DPM fast", "DPM adaptive"];
     // the same list as REFUSED_SAMPLER_LABELS in sdxl_refiner/webui/samplers.py
     var REFUSED_SAMPLERS = ["DDIM CFG++", "UniPC", "Restart"];
+    // the same list as NOISE_SAMPLER_LABELS in sdxl_refiner/webui/samplers.py: the samplers whose fresh
+    // noise "Refiner noise" scales
+    var NOISE_SAMPLERS = ["Euler a", "DPM2 a", "DPM++ 2S a", "DPM++ SDE", "DPM++ 2M SDE", "DPM++ 2M SDE Heun",
+        "DPM++ 3M SDE", "DPM fast", "DPM adaptive", "LCM"];
 
     // Steps the sampler really runs: img2img runs int(min(strength, 0.999) * steps) + 1 unless the
     // WebUI option "img2img_fix_steps" is set (sd_samplers_common.setup_img2img_steps).
@@ -72,7 +76,16 @@
         return {line: base + " · " + refiner, hint: hint};
     }
 
-    var api = {stepsRun: stepsRun, refinerStepCount: refinerStepCount, planSplit: planSplit, describeSplit: describeSplit};
+    // Said before generating, as the infotext says it after: a noise other than 1 that cannot act.
+    function noiseHint(samplerName, noise) {
+        if (noise === 1 || !samplerName || NOISE_SAMPLERS.indexOf(samplerName) >= 0) {
+            return "";
+        }
+        return "Refiner noise has no effect with " + samplerName + ": it adds no ancestral or SDE noise.";
+    }
+
+    var api = {stepsRun: stepsRun, refinerStepCount: refinerStepCount, planSplit: planSplit, describeSplit: describeSplit,
+        noiseHint: noiseHint};
     if (typeof module !== "undefined" && module.exports) {
         module.exports = api;
         return;
@@ -118,9 +131,14 @@
         var steps = stepsRun(numberIn(tab + "_steps", 20), numberIn(tab + "_denoising_strength", 0.75), isImg2img, fixSteps);
         var percent = numberIn("sdxl_refiner_" + tab + "_steps_percent", 20);
         var startStep = numberIn("sdxl_refiner_" + tab + "_start_step", 0);
+        var sampler = textIn(tab + "_sampling");
         var text = toggleOn("sdxl_refiner_" + tab)
-            ? describeSplit(planSplit(steps, percent, startStep), percent, startStep, textIn(tab + "_sampling"))
+            ? describeSplit(planSplit(steps, percent, startStep), percent, startStep, sampler)
             : {line: "SDXL Refiner is off: the base runs all " + steps + " steps", hint: ""};
+        var noise = toggleOn("sdxl_refiner_" + tab) && percent > 0 ? noiseHint(sampler, numberIn("sdxl_refiner_" + tab + "_noise_multiplier", 1)) : "";
+        if (noise) {
+            text.hint = text.hint ? text.hint + " " + noise : noise;
+        }
         var target = lineElem.querySelector(".sdxl-refiner-split-text");
         if (!target) {
             target = document.createElement("span");

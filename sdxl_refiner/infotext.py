@@ -9,7 +9,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from sdxl_refiner.settings import DEFAULT_AESTHETIC_SCORE, DEFAULT_NEGATIVE_AESTHETIC_SCORE, Settings
+from sdxl_refiner.settings import (
+    DEFAULT_AESTHETIC_SCORE,
+    DEFAULT_NEGATIVE_AESTHETIC_SCORE,
+    DEFAULT_NOISE_MULTIPLIER,
+    Settings,
+)
 
 if TYPE_CHECKING:
     from sdxl_refiner.schedule import SwitchPlan
@@ -23,16 +28,23 @@ KEY_HIRES_SPLIT = "SDXL Refiner hires split"
 KEY_AESTHETIC_SCORE = "SDXL Refiner aesthetic score"
 KEY_NEGATIVE_AESTHETIC_SCORE = "SDXL Refiner negative aesthetic score"
 KEY_HIRES_PASS = "SDXL Refiner hires pass"
+KEY_PROMPT = "SDXL Refiner prompt"
+KEY_NEGATIVE_PROMPT = "SDXL Refiner negative prompt"
+KEY_CFG_SCALE = "SDXL Refiner CFG scale"
+KEY_NOISE_MULTIPLIER = "SDXL Refiner noise"
 KEY_NOTES = "SDXL Refiner notes"
 
 BUILTIN_KEY_CHECKPOINT = "Refiner"
 BUILTIN_KEY_SWITCH_AT = "Refiner switch at"
 
 _PERCENT_KEYS = {KEY_STEPS_PERCENT: "steps_percent", KEY_START_STEP_PERCENTAGE: "start_step_percentage"}
-_SCORE_KEYS = {
+_NUMBER_KEYS = {
     KEY_AESTHETIC_SCORE: "aesthetic_score",
     KEY_NEGATIVE_AESTHETIC_SCORE: "negative_aesthetic_score",
+    KEY_CFG_SCALE: "cfg_scale",
+    KEY_NOISE_MULTIPLIER: "noise_multiplier",
 }
+_TEXT_KEYS = {KEY_PROMPT: "prompt", KEY_NEGATIVE_PROMPT: "negative_prompt"}
 
 
 def format_number(value: float) -> str:
@@ -66,6 +78,14 @@ def infotext_params(
         params[KEY_NEGATIVE_AESTHETIC_SCORE] = format_number(settings.negative_aesthetic_score)
     if settings.hires_pass != "default":
         params[KEY_HIRES_PASS] = settings.hires_pass
+    if settings.prompt:
+        params[KEY_PROMPT] = settings.prompt
+    if settings.negative_prompt:
+        params[KEY_NEGATIVE_PROMPT] = settings.negative_prompt
+    if settings.cfg_scale:
+        params[KEY_CFG_SCALE] = format_number(settings.cfg_scale)
+    if settings.noise_multiplier != DEFAULT_NOISE_MULTIPLIER:
+        params[KEY_NOISE_MULTIPLIER] = format_number(settings.noise_multiplier)
     if plan is not None and plan.notes:
         params[KEY_NOTES] = "; ".join(plan.notes)
     return params
@@ -114,13 +134,17 @@ def settings_from_infotext(params: Mapping[str, object]) -> dict[str, object] | 
         "aesthetic_score": DEFAULT_AESTHETIC_SCORE,
         "negative_aesthetic_score": DEFAULT_NEGATIVE_AESTHETIC_SCORE,
         "hires_pass": ours.get(KEY_HIRES_PASS, "default"),
+        "prompt": ours.get(KEY_PROMPT, ""),
+        "negative_prompt": ours.get(KEY_NEGATIVE_PROMPT, ""),
+        "cfg_scale": 0.0,
+        "noise_multiplier": DEFAULT_NOISE_MULTIPLIER,
     }
     for key, name in _PERCENT_KEYS.items():
         if key in ours:
             named[name] = _read_number(ours[key], percent=True)
     if KEY_START_STEP in ours:
         named["start_step"] = _read_integer(ours[KEY_START_STEP])
-    for key, name in _SCORE_KEYS.items():
+    for key, name in _NUMBER_KEYS.items():
         if key in ours:
             named[name] = _read_number(ours[key], percent=False)
     return named

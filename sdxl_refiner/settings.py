@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -20,6 +21,12 @@ DEFAULT_STEPS_PERCENT = 20.0
 DEFAULT_AESTHETIC_SCORE = 6.0
 DEFAULT_NEGATIVE_AESTHETIC_SCORE = 2.5
 AESTHETIC_SCORE_RANGE = (0.0, 10.0)
+# 0 is "the generation's own CFG"; the top is the WebUI's own CFG slider's
+CFG_SCALE_RANGE = (0.0, 30.0)
+DEFAULT_NOISE_MULTIPLIER = 1.0
+NOISE_MULTIPLIER_RANGE = (0.0, 1.5)
+# the WebUI's extra-network syntax (modules/extra_networks.py): <lora:name:1>, <hypernet:name:1>, ...
+EXTRA_NETWORK_TAG = re.compile(r"<(\w+):([^>]+)>")
 
 UI_ARG_ORDER = (
     "enabled",
@@ -29,6 +36,10 @@ UI_ARG_ORDER = (
     "negative_aesthetic_score",
     "start_step",
     "hires_pass",
+    "prompt",
+    "negative_prompt",
+    "cfg_scale",
+    "noise_multiplier",
 )
 STEP_FIELDS = ("steps_percent", "start_step", "start_step_percentage")
 HIRES_PASS_LABELS: dict[str, str] = {
@@ -47,6 +58,10 @@ class Settings:
     ``start_step``: number of base steps (the refiner starts at step ``start_step + 1``, 1-based).
     ``start_step_percentage``: share of steps done by the base before the refiner starts (0-100).
     ``hires_pass``: which hires-fix pass gets the refiner; "default" follows the settings page.
+    ``prompt``, ``negative_prompt``: the refiner's own texts; empty means the generation's.
+    ``cfg_scale``: CFG scale of every model call from the switch on; 0 means the generation's.
+    ``noise_multiplier``: scales the fresh noise ancestral and SDE samplers add on the refiner's
+    steps (k-diffusion's ``s_noise`` for those steps alone); 1 leaves it unchanged.
     """
 
     enabled: bool = False
@@ -57,6 +72,10 @@ class Settings:
     aesthetic_score: float = DEFAULT_AESTHETIC_SCORE
     negative_aesthetic_score: float = DEFAULT_NEGATIVE_AESTHETIC_SCORE
     hires_pass: HiresPass = "default"
+    prompt: str = ""
+    negative_prompt: str = ""
+    cfg_scale: float = 0.0
+    noise_multiplier: float = DEFAULT_NOISE_MULTIPLIER
 
     @property
     def refiner_off(self) -> bool:
@@ -108,6 +127,27 @@ def _checkpoint(value: object) -> str:
             "checkpoint", value, "a checkpoint name (text)", "Send a title from /sdapi/v1/sd-models."
         )
     return value.strip()
+
+
+def _prompt(field: str, value: object) -> str:
+    """Text as the user wrote it; only blank means "the generation's own"."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise _fail(field, value, "text", "Send a string; an empty one uses the generation's own.")
+    refuse_extra_networks(field, value)
+    return value if value.strip() else ""
+
+
+def refuse_extra_networks(field: str, text: str) -> None:
+    """The refiner UNet takes no LoRA or other extra network yet: a tag for it would be dropped silently."""
+    tag = EXTRA_NETWORK_TAG.search(text)
+    if tag is not None:
+        raise SettingsError(
+            f"SDXL Refiner: '{field}' holds the extra network tag {tag.group(0)!r}; the refiner takes no "
+            "LoRA or other extra network yet. Remove the tag from the refiner's prompt; in the main prompt "
+            "it still applies to the base."
+        )
 
 
 def _hires_pass(value: object) -> HiresPass:
@@ -171,6 +211,10 @@ def from_named(values: Mapping[str, object]) -> Settings:
             "negative_aesthetic_score", given("negative_aesthetic_score"), *AESTHETIC_SCORE_RANGE, "2.5"
         ),
         hires_pass=_hires_pass(given("hires_pass")),
+        prompt=_prompt("prompt", values.get("prompt")),
+        negative_prompt=_prompt("negative_prompt", values.get("negative_prompt")),
+        cfg_scale=_number("cfg_scale", given("cfg_scale"), *CFG_SCALE_RANGE, "5"),
+        noise_multiplier=_number("noise_multiplier", given("noise_multiplier"), *NOISE_MULTIPLIER_RANGE, "0.9"),
         **_step_fields(values),  # type: ignore[arg-type]
     )
     if not settings.refiner_off and not settings.checkpoint:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from sdxl_refiner.webui.options import UNLOAD_ROUTE
-from sdxl_refiner.webui.samplers import REFUSED_SAMPLER_LABELS
+from sdxl_refiner.webui.samplers import NOISE_SAMPLER_LABELS, REFUSED_SAMPLER_LABELS
 from sdxl_refiner.webui.ui import ELEM_PREFIX, elem_id
 
 HARNESS = Path(__file__).resolve().parent / "js" / "page_harness.js"
@@ -28,7 +28,8 @@ def show(values: dict[str, object], opts: dict[str, object]) -> dict:
 
 
 def tab_values(
-    tab: str, steps: int, percent: float, start_step: int = 0, sampler: str = "Euler", enabled: bool = True
+    tab: str, steps: int, percent: float, start_step: int = 0, sampler: str = "Euler", enabled: bool = True,
+    noise: float = 1.0,
 ) -> dict[str, object]:
     return {
         f"{ELEM_PREFIX}_{tab}-checkbox": enabled,
@@ -36,6 +37,7 @@ def tab_values(
         f"{tab}_sampling": sampler,
         elem_id(tab, "steps_percent"): percent,
         elem_id(tab, "start_step"): start_step,
+        elem_id(tab, "noise_multiplier"): noise,
     }
 
 
@@ -86,3 +88,28 @@ def test_the_line_names_exactly_the_samplers_the_binding_refuses() -> None:
     listed = re.search(r"var REFUSED_SAMPLERS = (\[.*?\]);", source)
     assert listed is not None, "javascript/sdxl_refiner.js no longer declares REFUSED_SAMPLERS"
     assert tuple(json.loads(listed.group(1))) == REFUSED_SAMPLER_LABELS
+
+
+def test_the_line_names_exactly_the_samplers_whose_noise_the_refiner_noise_scales() -> None:
+    source = (Path(__file__).resolve().parents[1] / "javascript" / "sdxl_refiner.js").read_text(encoding="utf-8")
+    listed = re.search(r"var NOISE_SAMPLERS = (\[.*?\]);", source, re.S)
+    assert listed is not None, "javascript/sdxl_refiner.js no longer declares NOISE_SAMPLERS"
+    assert tuple(json.loads(listed.group(1))) == NOISE_SAMPLER_LABELS
+
+
+@pytest.mark.parametrize(("sampler", "noise", "said"), [
+    ("Euler", 0.5, True), ("DPM++ 2M", 1.2, True), ("Euler", 1.0, False), ("Euler a", 0.5, False),
+    ("DPM++ 2M SDE", 0.0, False),
+])
+def test_a_refiner_noise_that_cannot_act_is_named_under_the_slider(sampler, noise, said) -> None:
+    values = {**tab_values("txt2img", 30, 20, sampler=sampler, noise=noise), **tab_values("img2img", 30, 20)}
+    shown = show(values, {})["shown"][elem_id("txt2img", "split")]
+    hint = f" — Refiner noise has no effect with {sampler}: it adds no ancestral or SDE noise."
+    assert shown == ({"text": "Base: steps 1–24 · Refiner: steps 25–30" + (hint if said else ""), "hint": said})
+
+
+def test_with_the_refiner_off_the_noise_is_not_mentioned() -> None:
+    values = {**tab_values("txt2img", 30, 0, noise=0.5), **tab_values("img2img", 30, 20, enabled=False, noise=0.5)}
+    shown = show(values, {})["shown"]
+    assert shown[elem_id("txt2img", "split")] == {"text": "Refiner off at 0 %: the base runs all 30 steps", "hint": False}
+    assert shown[elem_id("img2img", "split")] == {"text": "SDXL Refiner is off: the base runs all 23 steps", "hint": False}

@@ -33,6 +33,17 @@ ACCEPTED = [
      dataclasses.replace(ON, steps_percent=None, start_step=24, aesthetic_score=7.0,
                          negative_aesthetic_score=3.0, hires_pass="both")),
     ("ui: missing tail takes defaults", [True, CKPT], ON),
+    ("ui: all eleven, the refiner's own prompts, CFG and noise",
+     [True, CKPT, 20, 6, 2.5, 0, "default", "film grain, pores", "blur", 4.5, 0.75],
+     dataclasses.replace(ON, prompt="film grain, pores", negative_prompt="blur", cfg_scale=4.5, noise_multiplier=0.75)),
+    ("ui: a prompt keeps its spacing; a blank one is the generation's", [True, CKPT, 20, 6, 2.5, 0, "default",
+     " grain\n", " \n"], dataclasses.replace(ON, prompt=" grain\n")),
+    ("api dict: the ends of the ranges", [{"checkpoint": CKPT, "cfg_scale": 30, "noise_multiplier": 0}],
+     dataclasses.replace(ON, cfg_scale=30.0, noise_multiplier=0.0)),
+    ("api dict: the top of the noise range", [{"checkpoint": CKPT, "noise_multiplier": 1.5}],
+     dataclasses.replace(ON, noise_multiplier=1.5)),
+    ("api dict: angle brackets that are no tag", [{"checkpoint": CKPT, "prompt": "a <b> c :1.1 <x y:z>"}],
+     dataclasses.replace(ON, prompt="a <b> c :1.1 <x y:z>")),
     ("ui: no args at all is off", [], Settings()),
     ("ui: off with no checkpoint is fine", [False, None, 20], Settings()),
     ("ui: on with 0 % needs no checkpoint", [True, "", 0], Settings(enabled=True, steps_percent=0.0)),
@@ -93,7 +104,7 @@ REFUSED = [
     ("unknown key", [{"checkpoint": CKPT, "steps_percentage": 25}],
      "SDXL Refiner: unknown argument 'steps_percentage'; the allowed names are enabled, checkpoint, "
      "steps_percent, start_step, start_step_percentage, aesthetic_score, negative_aesthetic_score, "
-     "hires_pass. Check the spelling."),
+     "hires_pass, prompt, negative_prompt, cfg_scale, noise_multiplier. Check the spelling."),
     ("bad hires pass", [{"checkpoint": CKPT, "hires_pass": "third"}],
      "SDXL Refiner: 'hires_pass' must be one of 'default', 'first', 'second', 'both'; got 'third' (str). "
      "'default' follows Settings → SDXL Refiner."),
@@ -108,10 +119,28 @@ REFUSED = [
     ("on without checkpoint", [True, "", 20],
      "SDXL Refiner: 'checkpoint' is empty while the refiner is enabled. Choose a refiner checkpoint "
      "(a title from /sdapi/v1/sd-models), or turn the refiner off."),
-    ("too many positional args", [True, CKPT, 20, 6, 2.5, 0, "default", "extra"],
-     "SDXL Refiner: got 8 positional arguments; at most 7 are allowed, in this order: enabled, checkpoint, "
-     "steps_percent, aesthetic_score, negative_aesthetic_score, start_step, hires_pass. Remove the extra "
-     "ones, or send one dict of named arguments."),
+    ("too many positional args", [True, CKPT, 20, 6, 2.5, 0, "default", "", "", 0, 1, "extra"],
+     "SDXL Refiner: got 12 positional arguments; at most 11 are allowed, in this order: enabled, checkpoint, "
+     "steps_percent, aesthetic_score, negative_aesthetic_score, start_step, hires_pass, prompt, negative_prompt, "
+     "cfg_scale, noise_multiplier. Remove the extra ones, or send one dict of named arguments."),
+    ("prompt as a number", [{"checkpoint": CKPT, "prompt": 5}],
+     "SDXL Refiner: 'prompt' must be text; got 5 (int). Send a string; an empty one uses the generation's own."),
+    ("LoRA tag in the refiner prompt", [{"checkpoint": CKPT, "prompt": "film grain <lora:grain:0.7>"}],
+     "SDXL Refiner: 'prompt' holds the extra network tag '<lora:grain:0.7>'; the refiner takes no LoRA or "
+     "other extra network yet. Remove the tag from the refiner's prompt; in the main prompt it still "
+     "applies to the base."),
+    ("hypernetwork tag in the refiner negative prompt", [True, CKPT, 20, 6, 2.5, 0, "default", "", "<hypernet:x:1>"],
+     "SDXL Refiner: 'negative_prompt' holds the extra network tag '<hypernet:x:1>'; the refiner takes no LoRA "
+     "or other extra network yet. Remove the tag from the refiner's prompt; in the main prompt it still "
+     "applies to the base."),
+    ("CFG above the slider", [{"checkpoint": CKPT, "cfg_scale": 30.5}],
+     "SDXL Refiner: 'cfg_scale' must be a number from 0 to 30; got 30.5 (float). "
+     "Use a value from 0 to 30, such as 5."),
+    ("CFG as text", [{"checkpoint": CKPT, "cfg_scale": "5"}],
+     "SDXL Refiner: 'cfg_scale' must be a number from 0 to 30; got '5' (str). Send a number such as 5."),
+    ("noise above 1.5", [{"checkpoint": CKPT, "noise_multiplier": 1.6}],
+     "SDXL Refiner: 'noise_multiplier' must be a number from 0 to 1.5; got 1.6 (float). "
+     "Use a value from 0 to 1.5, such as 0.9."),
 ]
 
 

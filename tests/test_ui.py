@@ -55,8 +55,12 @@ def test_panel_inputs_follow_the_ui_arg_order_with_their_defaults(checkpoints, i
     assert isinstance(panel.enabled, InputAccordion)
     assert panel.enabled.label == "SDXL Refiner"
     assert panel.enabled.accordion_id == f"sdxl_refiner_{tab}"
-    assert [type(c).__name__ for c in panel.inputs[1:]] == ["Dropdown", "Slider", "Slider", "Slider", "Slider", "Dropdown"]
-    assert [c.value for c in panel.inputs] == [False, "", 20, 6.0, 2.5, 0, "Default (from settings)"]
+    assert [type(c).__name__ for c in panel.inputs[1:]] == [
+        "Dropdown", "Slider", "Slider", "Slider", "Slider", "Dropdown", "Textbox", "Textbox", "Slider", "Slider"
+    ]
+    assert [c.value for c in panel.inputs] == [False, "", 20, 6.0, 2.5, 0, "Default (from settings)", "", "", 0, 1]
+    assert (panel.cfg_scale.minimum, panel.cfg_scale.maximum) == (0, 30)
+    assert (panel.noise_multiplier.minimum, panel.noise_multiplier.maximum) == (0, 1.5)
     assert (panel.steps_percent.minimum, panel.steps_percent.maximum) == (0, 100)
     assert panel.hires_pass.choices == list(HIRES_PASS_LABELS.values())
     assert panel.hires_pass.visible is not is_img2img
@@ -100,13 +104,21 @@ def pasted(webui, panel, params: dict) -> list[object]:  # noqa: F811
     return [field.function(params) for field in fields]
 
 
+# prompts that the infotext must quote (commas, colons, newlines, quotes) or leave bare
+PROMPTS = ["", "film grain", "skin pores, film grain", "a: b", "line one\nline two", 'say "cheese", twice',
+           "(detail:1.2) AND grain :0.5", "[coarse:fine:0.5]"]
+
 ui_settings = st.builds(
-    lambda on_share, share, start, score, negative, hires: from_named({
+    lambda on_share, share, start, score, negative, hires, prompt, negative_prompt, cfg, noise: from_named({
         "checkpoint": REFINER_FILE,
         **({"steps_percent": share} if on_share else {"start_step": start}),
         "aesthetic_score": score,
         "negative_aesthetic_score": negative,
         "hires_pass": hires,
+        "prompt": prompt,
+        "negative_prompt": negative_prompt,
+        "cfg_scale": cfg,
+        "noise_multiplier": noise,
     }),
     st.booleans(),
     st.integers(min_value=1, max_value=100).map(float),
@@ -114,6 +126,10 @@ ui_settings = st.builds(
     st.sampled_from([6.0, 6.5, 9.0, 0.0]),
     st.sampled_from([2.5, 1.0, 3.3]),
     st.sampled_from(list(HIRES_PASS_LABELS)),
+    st.sampled_from(PROMPTS),
+    st.sampled_from(PROMPTS),
+    st.sampled_from([0.0, 1.0, 4.5, 7.0, 30.0]),
+    st.sampled_from([1.0, 0.0, 0.85, 1.5]),
 )
 
 
@@ -131,7 +147,7 @@ def test_pasting_our_infotext_restores_every_field(checkpoints, wanted: Settings
 def test_pasting_without_our_keys_turns_the_toggle_off_and_leaves_the_rest(checkpoints) -> None:
     panel = build(checkpoints, False)
     params = write_and_parse(checkpoints, {"Refiner": REFINER_FILE, "Refiner switch at": "0.8"})
-    assert pasted(checkpoints, panel, params) == [False, None, None, None, None, None, None]
+    assert pasted(checkpoints, panel, params) == [False] + [None] * (len(panel.inputs) - 1)
 
 
 def test_a_pasted_checkpoint_missing_here_empties_the_dropdown(checkpoints) -> None:

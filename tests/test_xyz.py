@@ -54,7 +54,8 @@ def test_axes_are_registered_once_however_often_the_ui_is_built(grid) -> None:
     grid.script_callbacks.before_ui_callback()
     assert len(grid.script_callbacks.callback_map["callbacks_before_ui"]) == 1
     labels = [option.label for option in grid.xyz_grid.axis_options]
-    assert labels == [*before, xyz.AXIS_STEPS_PERCENT, xyz.AXIS_CHECKPOINT, xyz.AXIS_AESTHETIC_SCORE]
+    assert labels == [*before, xyz.AXIS_STEPS_PERCENT, xyz.AXIS_CHECKPOINT, xyz.AXIS_AESTHETIC_SCORE,
+                      xyz.AXIS_CFG_SCALE, xyz.AXIS_NOISE_MULTIPLIER]
     assert all(label.startswith("SDXL Refiner") for label in labels[len(before):])
 
 
@@ -66,6 +67,10 @@ def test_axes_are_registered_once_however_often_the_ui_is_built(grid) -> None:
         ("SDXL Refiner steps %", 0.0, "SDXL Refiner steps %: 0 (off)"),
         ("SDXL Refiner aesthetic score", 6.0, "SDXL Refiner aesthetic score: 6"),
         ("SDXL Refiner aesthetic score", 7.25, "SDXL Refiner aesthetic score: 7.25"),
+        ("SDXL Refiner CFG scale", 4.0, "SDXL Refiner CFG scale: 4"),
+        ("SDXL Refiner CFG scale", 0.0, "SDXL Refiner CFG scale: 0 (the generation's)"),
+        ("SDXL Refiner noise", 0.85, "SDXL Refiner noise: 0.85"),
+        ("SDXL Refiner noise", 1.0, "SDXL Refiner noise: 1"),
     ],
 )
 def test_grid_labels_write_whole_numbers_without_a_decimal_point(grid, axis, value, label) -> None:
@@ -124,6 +129,32 @@ def test_checkpoint_axis_offers_the_checkpoint_list_and_refuses_unknown_names(gr
         "SDXL Refiner: X/Y/Z axis 'SDXL Refiner checkpoint': 'beta' is not a checkpoint of this WebUI. "
         "Pick values from the axis' dropdown, or refresh the checkpoint list."
     )
+
+
+def test_cfg_and_noise_axes_set_the_refiners_values_per_cell_and_leave_the_rest(grid) -> None:
+    from sdxl_refiner.webui import xyz
+
+    axes = register(grid)
+    title = grid.checkpoint("sd_xl_refiner_1.0.safetensors").title
+    panel = [True, title, 25, 6.0, 2.5, 0, "Default (from settings)", "grain", "", 3.0, 0.9]
+    results = grid.xyz_grid.run_cells(
+        grid.txt2img(),
+        [(axes[xyz.AXIS_CFG_SCALE], ["0", "4.5"]), (axes[xyz.AXIS_NOISE_MULTIPLIER], ["1", "0.5"])],
+        lambda pc: from_ui_args(panel, xyz.overrides(pc)),
+    )
+    assert [(s.cfg_scale, s.noise_multiplier) for s in results] == [(0.0, 1.0), (4.5, 1.0), (0.0, 0.5), (4.5, 0.5)]
+    assert {(s.enabled, s.checkpoint, s.steps_percent, s.prompt) for s in results} == {(True, title, 25.0, "grain")}
+
+
+def test_an_out_of_range_noise_on_its_axis_gets_the_normalisers_message(grid) -> None:
+    from sdxl_refiner.webui import xyz
+
+    axes = register(grid)
+    with pytest.raises(SettingsError, match=re.escape("'noise_multiplier' must be a number from 0 to 1.5; got 2.0")):
+        grid.xyz_grid.run_cells(
+            grid.txt2img(), [(axes[xyz.AXIS_NOISE_MULTIPLIER], ["2"])],
+            lambda pc: from_ui_args(PANEL_OFF, xyz.overrides(pc)),
+        )
 
 
 def test_aesthetic_axis_alone_leaves_the_refiner_off(grid) -> None:

@@ -1,9 +1,10 @@
 """The refiner's conds inside the WebUI's CFG denoiser, call by call.
 
 The WebUI rebuilds cond and uncond for every model call (prompt editing changes them by step),
-so they are converted on every refiner call (from the refiner's own encoding, when its text
-encoder is not the base's, rebuilt for the same step) in the ``on_cfg_denoiser`` callback: slices of the
-base's tensors plus the aesthetic-score embedding, cheap. With ``pad_cond_uncond`` the WebUI pads
+so they are converted on every refiner call in the ``on_cfg_denoiser`` callback: slices of the
+base-width tensors plus the aesthetic-score embedding, cheap. What the WebUI rebuilt them from is
+the pass's conds, or the refiner's own (its prompts, its text encoder), which the handoff passes
+to the refiner's calls in their place. With ``pad_cond_uncond`` the WebUI pads
 the shorter of the two AFTER this callback with the base's empty prompt, which is wider than the
 refiner's context; padding here with the refiner-width empty prompt leaves it nothing to pad.
 """
@@ -52,16 +53,8 @@ def on_cfg_denoiser(params) -> None:
     if run is None or run.active is None or not run.active.handoff.on_refiner:
         return
     settings: Settings = run.settings
-    spec = run.spec
-    source_cond, source_uncond = params.text_cond, params.text_uncond
-    if run.active.own_conds is not None:
-        from modules import prompt_parser
-
-        own_cond, own_uncond = run.active.own_conds
-        source_cond = prompt_parser.reconstruct_multicond_batch(own_cond, params.denoiser.step)[1]
-        source_uncond = prompt_parser.reconstruct_cond_batch(own_uncond, params.denoiser.step)
-    cond = convert(source_cond, spec, settings.aesthetic_score)
-    uncond = convert(source_uncond, spec, settings.negative_aesthetic_score)
+    cond = convert(params.text_cond, run.spec, settings.aesthetic_score)
+    uncond = convert(params.text_uncond, run.spec, settings.negative_aesthetic_score)
     opts = shared.opts
     if getattr(opts, "pad_cond_uncond", False) and not getattr(opts, "pad_cond_uncond_v0", False):
         pad_to_same_length(cond, uncond, run.active.empty_prompt)

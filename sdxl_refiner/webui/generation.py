@@ -14,11 +14,12 @@ from pathlib import Path
 
 from sdxl_refiner.errors import RefinerError, SettingsError
 from sdxl_refiner.handoff import UNetSlot, route_model, unet_handoff
-from sdxl_refiner.infotext import KEY_CHECKPOINT, KEY_NOTES, infotext_params, joined_notes
+from sdxl_refiner.infotext import KEY_CHECKPOINT, KEY_NOTES, format_number, infotext_params, joined_notes
+from sdxl_refiner.refiner_noise import adds_noise, takes_noise_sampler, with_refiner_noise
 from sdxl_refiner.residency import OffloadedRefiner, file_identity
 from sdxl_refiner.schedule import plan_switch
 from sdxl_refiner.settings import Settings
-from sdxl_refiner.webui import conds, loading, own_text, samplers
+from sdxl_refiner.webui import conds, loading, own_text, prompts, samplers
 from sdxl_refiner.webui.callbacks import register_once
 from sdxl_refiner.webui.memory import RefinerPlacement
 from sdxl_refiner.webui.run_state import ActivePass, RefinerRun, attach_run, run_of
@@ -190,16 +191,29 @@ def _check_conds_fit(run: RefinerRun, pass_conds: tuple) -> None:
     conds.convert(uncond, run.spec, run.settings.negative_aesthetic_score)
 
 
+def _refiner_call_args(p, run: RefinerRun, refiner_conds: tuple | None) -> dict[str, object]:
+    """The sampler's model arguments that the refiner's calls get in place of the pass's own."""
+    args: dict[str, object] = {}
+    if refiner_conds is not None:
+        args["cond"], args["uncond"] = refiner_conds
+    if run.settings.cfg_scale:
+        args["cond_scale"] = run.settings.cfg_scale
+    return args
+
+
 def _sample_with_refiner(p, run: RefinerRun, func, model, x, args, kwargs, schedule, pass_conds):
     from modules import shared
 
     samplers.refuse_unsupported(p.sampler, func)
-    own_conds = run.own_text.encode(p) if run.own_text is not None else None
-    _check_conds_fit(run, own_conds or pass_conds)
+    refiner_conds = prompts.refiner_conds(p, run)
+    _check_conds_fit(run, refiner_conds or pass_conds)
     sigmas = samplers.sigmas_used(kwargs, schedule)
     plan = plan_switch(run.settings, len(sigmas) - 1)
     point = samplers.switch_point_for(p.sampler, sigmas, plan.base_steps, float(kwargs.get("eta", 1.0)))
     _write_infotext(p, run, plan)
+    if run.settings.noise_multiplier != 1 and plan.active and not adds_noise(func, kwargs):
+        label = samplers.sampler_label(p.sampler)
+        _add_notes(p, [no_noise_note(label, run.settings.noise_multiplier, eta_zero=takes_noise_sampler(func))])
 
     sd_model = p.sd_model
     base_unet = sd_model.model.diffusion_model
@@ -216,9 +230,11 @@ def _sample_with_refiner(p, run: RefinerRun, func, model, x, args, kwargs, sched
         with unet_handoff(
             UNetSlot(sd_model.model, "diffusion_model"), refiner_source, point, on_switch=placement.on_switch
         ) as handoff:
-            run.active = ActivePass(handoff, empty, own_conds)
+            run.active = ActivePass(handoff, empty)
+            kwargs = with_refiner_noise(func, x, kwargs, handoff, run.settings.noise_multiplier)
+            routed = route_model(model, handoff, _refiner_call_args(p, run, refiner_conds))
             try:
-                samples = func(route_model(model, handoff), x, *args, **kwargs)
+                samples = func(routed, x, *args, **kwargs)
             finally:
                 run.active = None
                 run.passes_run += 1
@@ -256,6 +272,15 @@ def missed_switch_note(sampler_label: str, plan) -> str:
     return (
         f"{sampler_label} never came down to the switch sigma in {plan.steps} steps, so the refiner did not run"
         f" (planned {plan.refiner_steps} of them): use more steps, a larger refiner share, or another sampler"
+    )
+
+
+def no_noise_note(sampler_label: str, multiplier: float, *, eta_zero: bool) -> str:
+    """Why a refiner noise other than 1 changed nothing, and what makes it count."""
+    why = f"{sampler_label} adds no noise with eta 0" if eta_zero else f"{sampler_label} adds no ancestral or SDE noise"
+    return (
+        f"refiner noise {format_number(multiplier)} had no effect: {why}; "
+        "it scales the noise of samplers such as Euler a and DPM++ 2M SDE"
     )
 
 

@@ -18,6 +18,8 @@ import torch
 from safetensors import safe_open
 
 from sdxl_refiner.residency import file_identity, tensors_swapped_in
+from sdxl_refiner.webui import prompts
+from sdxl_refiner.webui.prompts import PromptJob
 
 REFINER_ENCODER_PREFIX = "conditioner.embedders.0."
 CACHED_PROMPTS = 16
@@ -87,37 +89,17 @@ class OwnTextEncoder:
         self.tensors = tensors
         self.conds: OrderedDict[tuple, tuple] = OrderedDict()
 
-    def encode(self, p):
-        """This pass's (cond, uncond) as the WebUI builds them, with the refiner's encoder in place."""
-        from modules import devices, prompt_parser, sd_samplers, shared
+    def encode(self, job: PromptJob) -> tuple:
+        """(cond, uncond) for one pass's prompts, as the WebUI builds them, with the refiner's encoder in place."""
+        from modules import shared
 
-        hires = p.is_hr_pass
-        prompts = (getattr(p, "hr_prompts", None) if hires else None) or p.prompts
-        negatives = (getattr(p, "hr_negative_prompts", None) if hires else None) or p.negative_prompts
-        width = p.hr_upscale_to_x if hires else p.width
-        height = p.hr_upscale_to_y if hires else p.height
-        steps = getattr(p, "firstpass_steps", None) or p.steps
-        hires_steps = None
-        if hires:
-            config = sd_samplers.find_sampler_config(getattr(p, "hr_sampler_name", None) or p.sampler_name)
-            pass_steps = p.hr_second_pass_steps or p.steps
-            hires_steps = config.total_steps(pass_steps) if config else pass_steps
-        key = (tuple(prompts), tuple(negatives), width, height, steps, hires_steps, shared.sd_model.sd_checkpoint_info)
+        key = (job, shared.sd_model.sd_checkpoint_info)
         if key in self.conds:
             self.conds.move_to_end(key)
             return self.conds[key]
         module = second_text_encoder(shared.sd_model)
-        with refiner_encoder_in(shared.sd_model, module, self.tensors), torch.no_grad(), devices.autocast():
-            cond = prompt_parser.get_multicond_learned_conditioning(
-                shared.sd_model, prompt_parser.SdConditioning(prompts, width=width, height=height), steps, hires_steps
-            )
-            uncond = prompt_parser.get_learned_conditioning(
-                shared.sd_model,
-                prompt_parser.SdConditioning(negatives, width=width, height=height, is_negative_prompt=True),
-                steps,
-                hires_steps,
-            )
-        self.conds[key] = (cond, uncond)
+        with refiner_encoder_in(shared.sd_model, module, self.tensors):
+            self.conds[key] = prompts.encode(shared.sd_model, job)
         while len(self.conds) > CACHED_PROMPTS:
             self.conds.popitem(last=False)
-        return cond, uncond
+        return self.conds[key]

@@ -45,6 +45,10 @@ def _reader(read: Callable[[dict[str, object]], object]) -> Reader:
     return from_params
 
 
+def _text(value: object) -> str:
+    return value if isinstance(value, str) else ""
+
+
 def _steps_percent(named: dict[str, object]) -> float | None:
     if (share := _number(named.get("steps_percent"))) is not None:
         return share
@@ -78,5 +82,9 @@ def paste_fields(panel: Panel) -> list[tuple[object, Reader]]:
         (panel.negative_aesthetic_score, _reader(lambda named: _number(named.get("negative_aesthetic_score")))),
         (panel.start_step, _reader(_start_step)),
         (panel.hires_pass, _reader(_hires_pass)),
+        (panel.prompt, _reader(lambda named: _text(named.get("prompt")))),
+        (panel.negative_prompt, _reader(lambda named: _text(named.get("negative_prompt")))),
+        (panel.cfg_scale, _reader(lambda named: _number(named.get("cfg_scale")))),
+        (panel.noise_multiplier, _reader(lambda named: _number(named.get("noise_multiplier")))),
     ]
     return [PasteField(component, reader) for component, reader in readers]

@@ -24,7 +24,6 @@ class ActivePass:
 
     handoff: Handoff
     empty_prompt: Any
-    own_conds: tuple | None = None
 
 
 @dataclass
@@ -40,6 +39,7 @@ class RefinerRun:
     pending: PendingRefiner | None = None
     placement: Placement | None = None
     own_text: Any = None
+    encoded: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     active: ActivePass | None = None
     passes_run: int = 0

@@ -22,6 +22,10 @@ TIMESTEP_SAMPLERS = frozenset({"ddim", "plms"})
 # The WebUI's labels of the samplers refused below; javascript/sdxl_refiner.js names the same ones
 # under the slider before the user generates.
 REFUSED_SAMPLER_LABELS = ("DDIM CFG++", "UniPC", "Restart")
+# The WebUI's labels of the samplers whose fresh noise the refiner noise scales (they take a k-diffusion
+# noise sampler); javascript/sdxl_refiner.js says under the slider that it has no effect with others.
+NOISE_SAMPLER_LABELS = ("Euler a", "DPM2 a", "DPM++ 2S a", "DPM++ SDE", "DPM++ 2M SDE", "DPM++ 2M SDE Heun",
+                        "DPM++ 3M SDE", "DPM fast", "DPM adaptive", "LCM")
 PICK_INSTEAD = "Pick Euler, Euler a, DPM++ 2M, DPM++ 2M SDE, DPM++ SDE, Heun or LMS"
 
 

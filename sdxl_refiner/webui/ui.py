@@ -12,10 +12,13 @@ import gradio as gr
 
 from sdxl_refiner.settings import (
     AESTHETIC_SCORE_RANGE,
+    CFG_SCALE_RANGE,
     DEFAULT_AESTHETIC_SCORE,
     DEFAULT_NEGATIVE_AESTHETIC_SCORE,
+    DEFAULT_NOISE_MULTIPLIER,
     DEFAULT_STEPS_PERCENT,
     HIRES_PASS_LABELS,
+    NOISE_MULTIPLIER_RANGE,
     UI_ARG_ORDER,
 )
 
@@ -31,6 +34,14 @@ TOOLTIPS = {
     "negative_aesthetic_score": "Aesthetic score for the negative prompt, for refiner-type models",
     "start_step": "Run this many steps on the base, then the refiner; overrides the %. 0: use the %",
     "hires_pass": "With hires fix: which pass gets the refiner. Default: Settings → SDXL Refiner",
+    "prompt": "The refiner's own prompt, e.g. textures and detail (skin pores, film grain). Empty: the "
+    "generation's prompt. Styles apply as to the main prompt; LoRA tags are refused",
+    "negative_prompt": "The refiner's own negative prompt. Empty: the generation's negative prompt",
+    "cfg_scale": "CFG scale of the refiner's steps; refiners often do best a little below the base's. "
+    "0: the generation's CFG scale",
+    "noise_multiplier": "Scales the fresh noise that ancestral and SDE samplers (Euler a, DPM++ 2M SDE, ...) "
+    "add on the refiner's steps: below 1 keeps more of the base's image, above 1 adds more new detail. "
+    "No effect with samplers that add no noise (Euler, DPM++ 2M, ...)",
 }
 
 
@@ -62,6 +73,10 @@ class Panel:
     negative_aesthetic_score: gr.components.Component
     start_step: gr.components.Component
     hires_pass: gr.components.Component
+    prompt: gr.components.Component
+    negative_prompt: gr.components.Component
+    cfg_scale: gr.components.Component
+    noise_multiplier: gr.components.Component
     split_line: gr.components.Component
 
     @property
@@ -130,6 +145,26 @@ def build_panel(is_img2img: bool) -> Panel:
                     value=HIRES_PASS_LABELS["default"], elem_id=elem_id(tab, "hires_pass"),
                     tooltip=TOOLTIPS["hires_pass"], visible=not is_img2img,
                 )
+            prompt = gr.Textbox(
+                label="Refiner prompt", lines=2, value="", placeholder="Empty: the generation's prompt",
+                elem_id=elem_id(tab, "prompt"), tooltip=TOOLTIPS["prompt"],
+            )
+            negative_prompt = gr.Textbox(
+                label="Refiner negative prompt", lines=2, value="",
+                placeholder="Empty: the generation's negative prompt",
+                elem_id=elem_id(tab, "negative_prompt"), tooltip=TOOLTIPS["negative_prompt"],
+            )
+            with gr.Row(elem_classes=["sdxl-refiner-row"]):
+                cfg_scale = gr.Slider(
+                    minimum=CFG_SCALE_RANGE[0], maximum=CFG_SCALE_RANGE[1], step=0.5, value=0.0,
+                    label="Refiner CFG scale (0: the generation's)",
+                    elem_id=elem_id(tab, "cfg_scale"), tooltip=TOOLTIPS["cfg_scale"],
+                )
+                noise_multiplier = gr.Slider(
+                    minimum=NOISE_MULTIPLIER_RANGE[0], maximum=NOISE_MULTIPLIER_RANGE[1], step=0.05,
+                    value=DEFAULT_NOISE_MULTIPLIER, label="Refiner noise",
+                    elem_id=elem_id(tab, "noise_multiplier"), tooltip=TOOLTIPS["noise_multiplier"],
+                )
     return Panel(
         enabled=enabled,
         checkpoint=checkpoint,
@@ -138,5 +173,9 @@ def build_panel(is_img2img: bool) -> Panel:
         negative_aesthetic_score=negative_aesthetic_score,
         start_step=start_step,
         hires_pass=hires_pass,
+        prompt=prompt,
+        negative_prompt=negative_prompt,
+        cfg_scale=cfg_scale,
+        noise_multiplier=noise_multiplier,
         split_line=split_line,
     )

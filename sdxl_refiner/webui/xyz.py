@@ -1,4 +1,5 @@
-"""X/Y/Z plot axes: refiner steps % (0 = off, so "with vs without" is one grid), checkpoint, score.
+"""X/Y/Z plot axes: refiner steps % (0 = off, so "with vs without" is one grid), checkpoint, score,
+the refiner's CFG scale (0 = the generation's) and its noise.
 
 An axis puts its value on the processing object (``p.sdxl_refiner_xyz``); the script reads it
 in ``process()`` and hands it to the settings normaliser as overrides, validated like any input.
@@ -16,6 +17,8 @@ XYZ_ATTR = "sdxl_refiner_xyz"
 AXIS_STEPS_PERCENT = "SDXL Refiner steps %"
 AXIS_CHECKPOINT = "SDXL Refiner checkpoint"
 AXIS_AESTHETIC_SCORE = "SDXL Refiner aesthetic score"
+AXIS_CFG_SCALE = "SDXL Refiner CFG scale"
+AXIS_NOISE_MULTIPLIER = "SDXL Refiner noise"
 
 
 def overrides(p: object) -> Mapping[str, object]:
@@ -34,6 +37,8 @@ def _setter(field: str, **fixed: object) -> Callable[[object, object, Sequence[o
 apply_steps_percent = _setter("steps_percent", enabled=True)
 apply_checkpoint = _setter("checkpoint", enabled=True)
 apply_aesthetic_score = _setter("aesthetic_score")
+apply_cfg_scale = _setter("cfg_scale")
+apply_noise_multiplier = _setter("noise_multiplier")
 
 
 def _number(x: object) -> str:
@@ -48,6 +53,10 @@ def format_share(_p: object, opt: object, x: object) -> str:
 
 def format_score(_p: object, opt: object, x: object) -> str:
     return f"{opt.label}: {_number(x)}"
+
+
+def format_cfg_scale(_p: object, opt: object, x: object) -> str:
+    return f"{opt.label}: {_number(x)}" + (" (the generation's)" if float(x) == 0 else "")
 
 
 def checkpoint_titles() -> list[str]:
@@ -94,6 +103,8 @@ def register_axes() -> None:
             cost=1.0, choices=checkpoint_titles,
         ),
         xyz_grid.AxisOption(AXIS_AESTHETIC_SCORE, float, apply_aesthetic_score, format_value=format_score),
+        xyz_grid.AxisOption(AXIS_CFG_SCALE, float, apply_cfg_scale, format_value=format_cfg_scale),
+        xyz_grid.AxisOption(AXIS_NOISE_MULTIPLIER, float, apply_noise_multiplier, format_value=format_score),
     ])
 
 

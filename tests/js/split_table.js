@@ -11,6 +11,9 @@ process.stdin.on("data", (chunk) => {
 });
 process.stdin.on("end", () => {
     const results = JSON.parse(input).map((c) => {
+        if (c.noise !== undefined) {
+            return {noiseHint: split.noiseHint(c.sampler, c.noise)};
+        }
         const steps = split.stepsRun(c.steps, c.strength, c.isImg2img, c.fixSteps);
         const plan = split.planSplit(steps, c.percent, c.startStep);
         return {stepsRun: steps, baseSteps: plan.baseSteps, refinerSteps: plan.refinerSteps, ...split.describeSplit(plan, c.percent, c.startStep)};

@@ -16,7 +16,13 @@ from pathlib import Path
 import pytest
 
 from sdxl_refiner.webui.ui import ELEM_PREFIX, elem_id
-from sdxl_refiner.webui.xyz import AXIS_AESTHETIC_SCORE, AXIS_CHECKPOINT, AXIS_STEPS_PERCENT
+from sdxl_refiner.webui.xyz import (
+    AXIS_AESTHETIC_SCORE,
+    AXIS_CFG_SCALE,
+    AXIS_CHECKPOINT,
+    AXIS_NOISE_MULTIPLIER,
+    AXIS_STEPS_PERCENT,
+)
 from tests.live.webui_api import BASE, REFINER, WebUIApi, ours
 
 pytestmark = pytest.mark.live
@@ -129,6 +135,16 @@ def test_the_panel_is_in_both_tabs_and_the_split_line_follows_steps_and_denoisin
     if screenshot:
         page.number(elem_id("txt2img", "steps_percent"), 20)
         page.page.locator(f"#{ELEM_PREFIX}_txt2img").screenshot(path=str(Path(screenshot)))
+    # a refiner noise that the chosen sampler cannot apply is named under the slider
+    page.page.locator(f"#{elem_id('txt2img', 'advanced')} .label-wrap").first.click()
+    page.pick("txt2img_sampling", "DPM++ 2M")
+    page.number(elem_id("txt2img", "noise_multiplier"), 0.5)
+    page.wait_for_split("txt2img", "Refiner noise has no effect with DPM++ 2M: it adds no ancestral or SDE noise.")
+    page.pick("txt2img_sampling", "Euler a")
+    page.page.wait_for_function(
+        "(id) => !gradioApp().querySelector('#' + id).textContent.includes('Refiner noise')",
+        arg=elem_id("txt2img", "split"))
+    page.number(elem_id("txt2img", "noise_multiplier"), 1)
 
     page.tab("img2img")
     page.turn_on("img2img")
@@ -165,7 +181,9 @@ def png_with_infotext(api: WebUIApi, tmp_path: Path, name: str, **fields) -> Pat
 
 
 def test_png_info_send_to_txt2img_restores_our_fields_and_a_plain_infotext_turns_the_toggle_off(page, api, tmp_path):
-    refined = png_with_infotext(api, tmp_path, "refined.png", refiner=ours(REFINER, 30, aesthetic_score=7))
+    refined = png_with_infotext(api, tmp_path, "refined.png", refiner=ours(
+        REFINER, 30, aesthetic_score=7, prompt="film grain, pores", negative_prompt="smudge", cfg_scale=4.5,
+        noise_multiplier=0.85))
     plain = png_with_infotext(api, tmp_path, "plain.png")
     checkbox = page.page.locator(f"#{ELEM_PREFIX}_txt2img-checkbox input[type=checkbox]")
 
@@ -175,9 +193,14 @@ def test_png_info_send_to_txt2img_restores_our_fields_and_a_plain_infotext_turns
     assert REFINER.removesuffix(".safetensors") in page.page.locator(
         f"#{elem_id('txt2img', 'checkpoint')} input").input_value()
     assert page.page.locator(f"#{elem_id('txt2img', 'aesthetic_score')} input[type=number]").input_value() == "7"
+    assert page.page.locator(f"#{elem_id('txt2img', 'prompt')} textarea").input_value() == "film grain, pores"
+    assert page.page.locator(f"#{elem_id('txt2img', 'negative_prompt')} textarea").input_value() == "smudge"
+    assert page.page.locator(f"#{elem_id('txt2img', 'cfg_scale')} input[type=number]").input_value() == "4.5"
+    assert page.page.locator(f"#{elem_id('txt2img', 'noise_multiplier')} input[type=number]").input_value() == "0.85"
 
     page.send_to_txt2img(plain, has_our_keys=False)
     assert not checkbox.is_checked()
+    assert page.page.locator(f"#{elem_id('txt2img', 'prompt')} textarea").input_value() == "film grain, pores"
 
 
 def test_our_xyz_axes_are_among_the_x_type_choices_of_both_tabs(page):
@@ -188,7 +211,8 @@ def test_our_xyz_axes_are_among_the_x_type_choices_of_both_tabs(page):
                 return found ? found.props.choices.map(choice => Array.isArray(choice) ? choice[0] : choice) : null;
             }""", f"script_{tab}_xyz_plot_x_type")
         assert choices is not None, f"no X type dropdown in the {tab} page"
-        assert {AXIS_STEPS_PERCENT, AXIS_CHECKPOINT, AXIS_AESTHETIC_SCORE} <= set(choices)
+        ours_all = {AXIS_STEPS_PERCENT, AXIS_CHECKPOINT, AXIS_AESTHETIC_SCORE, AXIS_CFG_SCALE, AXIS_NOISE_MULTIPLIER}
+        assert ours_all <= set(choices)
 
 
 def test_the_base_is_still_the_loaded_checkpoint_after_the_browser_session(api):

@@ -20,8 +20,16 @@ def load_script():
 
 
 def ui_args(enabled=True, checkpoint="refiner.safetensors", steps_percent=20.0, aesthetic_score=6.0,
-            negative_aesthetic_score=2.5, start_step=0, hires_pass="default") -> list:
-    return [enabled, checkpoint, steps_percent, aesthetic_score, negative_aesthetic_score, start_step, hires_pass]
+            negative_aesthetic_score=2.5, start_step=0, hires_pass="default", **refiner_own) -> list:
+    """The panel's args; the refiner's own prompt, negative prompt, CFG and noise only when given, so
+    most runs send the seven args of the panel before those existed."""
+    args = [enabled, checkpoint, steps_percent, aesthetic_score, negative_aesthetic_score, start_step, hires_pass]
+    if refiner_own:
+        own = {"prompt": "", "negative_prompt": "", "cfg_scale": 0.0, "noise_multiplier": 1.0}
+        unknown = set(refiner_own) - set(own)
+        assert not unknown, f"not a panel arg: {unknown}"
+        args += list({**own, **refiner_own}.values())
+    return args
 
 
 @dataclass

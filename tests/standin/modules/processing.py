@@ -6,7 +6,7 @@ args are set) -> before_process -> process -> per batch: before_process_batch ->
 process_before_every_sampling, sampler) -> post_sample -> postprocess_batch -> postprocess_image
 -> postprocess. Hires fix runs a second pass (``is_hr_pass``) with its own
 process_before_every_sampling and ``sample_img2img``.
-Simplified: no styles, no conds cache, no saving; images stay tensors (``Processed.images`` are
+Simplified: styles on the main prompts only, no conds cache, no saving; images stay tensors (``Processed.images`` are
 decoded tensors in [0, 1], ``Processed.samples`` the latents); hires fix upscales in latent
 space only; img2img takes ``init_images`` as tensors (3, H, W) in [0, 1].
 """
@@ -20,6 +20,7 @@ import torch
 from modules import (
     devices,
     extra_networks,
+    infotext_utils,
     prompt_parser,
     rng,
     scripts,
@@ -49,7 +50,7 @@ def create_infotext(p, all_prompts, all_seeds, all_subseeds, comments=None, iter
         "Size": f"{p.width}x{p.height}",
         **p.extra_generation_params,
     }
-    generation_params_text = ", ".join([k if k == v else f'{k}: {v}' for k, v in params.items() if v is not None])
+    generation_params_text = ", ".join([k if k == v else f'{k}: {infotext_utils.quote(v)}' for k, v in params.items() if v is not None])
     negative = f"\nNegative prompt: {p.all_negative_prompts[index]}" if p.all_negative_prompts and p.all_negative_prompts[index] else ""
     return f"{all_prompts[index]}{negative}\n{generation_params_text}".strip()
 
@@ -218,6 +219,9 @@ class StableDiffusionProcessing:
             self.all_negative_prompts = self.negative_prompt
         else:
             self.all_negative_prompts = [self.negative_prompt] * len(self.all_prompts)
+
+        self.all_prompts = [shared.prompt_styles.apply_styles_to_prompt(x, self.styles) for x in self.all_prompts]
+        self.all_negative_prompts = [shared.prompt_styles.apply_negative_styles_to_prompt(x, self.styles) for x in self.all_negative_prompts]
 
         self.main_prompt = self.all_prompts[0]
         self.main_negative_prompt = self.all_negative_prompts[0]

@@ -6,7 +6,7 @@ fixture (tests/standin/fixtures.py) and by ``sd_models.load_model``.
 
 from __future__ import annotations
 
-from modules import options, shared_cmd_options, shared_options, shared_state
+from modules import options, shared_cmd_options, shared_options, shared_state, styles
 
 cmd_opts = shared_cmd_options.cmd_opts
 
@@ -21,6 +21,7 @@ opts = options.Options(dict(options_templates), set())
 restricted_opts: set[str] = set()
 
 sd_model = None
+prompt_styles = styles.StyleDatabase()
 
 options_section = options.options_section
 OptionInfo = options.OptionInfo
