@@ -181,6 +181,18 @@ def test_at_a_full_share_the_refiners_prompts_and_cfg_are_the_generations_own(pa
     assert torch.equal(images(base_only), images(refined))
 
 
+@pytest.mark.parametrize("sampler", ["Euler", "Euler a", "LMS", "DPM++ 2M", "DPM++ 2M SDE", "LCM"])
+def test_a_refiner_prompt_acts_from_the_switch_on_as_prompt_editing_does(pair, sampler):
+    """For samplers of one call per step, the WebUI's ``[a:b:k]`` is a on steps 0..k and b after:
+    the copy with the refiner prompt b after k + 1 base steps must give the same image."""
+    common = dict(sampler_name=sampler, steps=6, seed=17)
+    edited = pair.run(pair.txt2img(**common, prompt="[a red fox:film grain:2]", negative_prompt="[blurry:smudge:2]"))
+    args = ui_args(checkpoint=pair.copy, steps_percent=50, prompt="film grain", negative_prompt="smudge")
+    refined = refine(pair, pair.txt2img(**common, prompt="a red fox", negative_prompt="blurry"), args)
+    assert "SDXL Refiner split: base 3 / refiner 3" in refined.infotexts[0]
+    assert torch.equal(images(edited), images(refined))
+
+
 @pytest.mark.parametrize(("sampler", "exact"), [(s, True) for s in NOISE_EXACT] + [(s, False) for s in NOISE_ROUNDED])
 def test_at_a_full_share_the_refiner_noise_is_k_diffusions_s_noise(pair, monkeypatch, sampler, exact):
     kdiffusion = pair.module("modules.sd_samplers_kdiffusion")
@@ -270,6 +282,19 @@ def test_the_refiner_prompt_is_styled_as_the_main_prompt_is(pair):
     args = ui_args(checkpoint=pair.copy, steps_percent=100, prompt="skin pores", negative_prompt="noise")
     refined = refine(pair, pair.txt2img(**common), args)
     assert torch.equal(images(base_only), images(refined))
+
+
+@pytest.mark.parametrize("comments", [True, False])
+def test_comments_in_the_refiner_prompt_are_stripped_as_the_webui_strips_the_main_prompts(pair, comments):
+    pair.shared.opts.enable_prompt_comments = comments
+    common = dict(steps=5, seed=16)
+    plain = refine(pair, pair.txt2img(**common), ui_args(checkpoint=pair.copy, steps_percent=50, prompt="film grain"))
+    args = ui_args(checkpoint=pair.copy, steps_percent=50, prompt="film grain # sharp detail\n# wide\nskin")
+    commented = refine(pair, pair.txt2img(**common), args)
+    args = ui_args(checkpoint=pair.copy, steps_percent=50, prompt="film grain\n\nskin")
+    stripped = refine(pair, pair.txt2img(**common), args)
+    assert torch.equal(images(commented), images(stripped)) is comments
+    assert not torch.equal(images(plain), images(stripped))
 
 
 def test_a_style_that_brings_a_lora_tag_into_the_refiner_prompt_is_refused_and_the_base_kept(pair):

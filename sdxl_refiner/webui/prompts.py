@@ -3,7 +3,7 @@
 A refiner prompt is encoded exactly as the WebUI encodes a pass's prompt (same function, size,
 step counts and scheduling option), so emphasis, BREAK, AND, textual inversion and prompt editing
 work, and a refiner prompt equal to the main one gives the same conds. It is styled as the WebUI
-styles its hires prompt. The conds reach the refiner's calls as the sampler's ``cond``/``uncond``
+styles its hires prompt, and its comments are stripped as the WebUI strips the main prompt's. The conds reach the refiner's calls as the sampler's ``cond``/``uncond``
 arguments, so an AND structure of its own is combined with its own weights.
 """
 
@@ -52,13 +52,21 @@ def pass_job(p) -> PromptJob:
     )
 
 
-def _styled(p, field: str, text: str) -> str:
+def _as_the_webui_prepares(p, field: str, text: str) -> str:
+    """Styles applied, then comments stripped, in the order the WebUI treats its own prompts."""
     from modules import shared
 
     styles = getattr(shared, "prompt_styles", None)
     if styles is not None and getattr(p, "styles", None):
         apply = styles.apply_negative_styles_to_prompt if field == "negative_prompt" else styles.apply_styles_to_prompt
         text = apply(text, p.styles)
+    if getattr(shared.opts, "enable_prompt_comments", False):
+        try:
+            from modules.processing_scripts.comments import strip_comments
+        except ImportError:  # a WebUI before prompt comments (1.8)
+            pass
+        else:
+            text = strip_comments(text)
     # a style may bring an extra network tag the text itself did not have
     refuse_extra_networks(field, text)
     return text
@@ -69,9 +77,9 @@ def refiner_job(p, settings: Settings) -> PromptJob:
     job = pass_job(p)
     changes: dict[str, tuple[str, ...]] = {}
     if settings.prompt:
-        changes["prompts"] = (_styled(p, "prompt", settings.prompt),) * len(job.prompts)
+        changes["prompts"] = (_as_the_webui_prepares(p, "prompt", settings.prompt),) * len(job.prompts)
     if settings.negative_prompt:
-        changes["negatives"] = (_styled(p, "negative_prompt", settings.negative_prompt),) * len(job.negatives)
+        changes["negatives"] = (_as_the_webui_prepares(p, "negative_prompt", settings.negative_prompt),) * len(job.negatives)
     return dataclasses.replace(job, **changes)
 
 

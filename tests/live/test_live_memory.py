@@ -17,7 +17,12 @@ def normal_mode(hosts) -> dict[str, list[bytes]]:
     """The images of the default flags, made in a freshly started WebUI as the others are."""
     api = hosts.api(fresh=True)
     require_checkpoints(api)
-    return {"base": pixels(api.txt2img()), "refined": pixels(api.txt2img(refiner=ours(REFINER, 25)))}
+    return {"base": pixels(api.txt2img()), "refined": pixels(api.txt2img(refiner=ours(REFINER, 25))),
+            "own": pixels(api.txt2img(refiner=ours(REFINER, 25, **OWN_VALUES)))}
+
+
+# the refiner's own prompt is encoded mid-generation, while the low-memory hooks move the modules
+OWN_VALUES = {"prompt": "film grain", "negative_prompt": "smudge", "cfg_scale": 3.5}
 
 
 @pytest.mark.parametrize("flag", ["--medvram", "--lowvram"])
@@ -29,3 +34,4 @@ def test_a_low_memory_mode_refines_as_the_normal_mode_does(hosts, normal_mode, f
     refined = api.txt2img(refiner=ours(REFINER, 25))
     assert "SDXL Refiner split: base 6 / refiner 2" in infotext(refined)
     assert pixels(refined) == normal_mode["refined"]
+    assert pixels(api.txt2img(refiner=ours(REFINER, 25, **OWN_VALUES))) == normal_mode["own"]

@@ -66,6 +66,34 @@ def test_the_real_refiner_in_img2img_and_hires_fix_takes_its_prompt_and_cfg(api)
     assert pixels(api.txt2img(**hires, refiner=copy_args)) == pixels(api.txt2img(**hires, **AS_GENERATION))
 
 
+@pytest.mark.parametrize("hires_pass", ["first", "second"])
+def test_the_pass_choice_of_hires_fix_gives_the_refiners_prompts_to_that_pass_alone(api, hires_pass):
+    """The WebUI's own hires prompt is the oracle: the copy at a full share in one pass only is the
+    base with the refiner's prompts in that pass and the generation's in the other."""
+    hires = {"enable_hr": True, "hr_scale": 2, "hr_upscaler": "Latent", "hr_second_pass_steps": 4,
+             "denoising_strength": 0.5}
+    own = {"prompt": "film grain", "negative_prompt": "smudge"}
+    main = {"prompt": "a red fox in the snow", "negative_prompt": "blurry"}
+    first, second = (own, main) if hires_pass == "first" else (main, own)
+    oracle = api.txt2img(**hires, **first, hr_prompt=second["prompt"], hr_negative_prompt=second["negative_prompt"])
+    refined = api.txt2img(**hires, **main, refiner=ours(BASE_COPY, 100, hires_pass=hires_pass, **own))
+    assert pixels(refined) == pixels(oracle)
+
+
+def test_a_refiner_prompt_acts_from_the_switch_on_as_the_webuis_prompt_editing_does(api):
+    """``[a:b:3]`` is a for steps 1-4 and b from step 5: the refiner prompt b after 4 base steps of 8."""
+    edited = api.txt2img(prompt="[a red fox in the snow:film grain:3]", negative_prompt="[blurry:smudge:3]")
+    refined = api.txt2img(refiner=ours(BASE_COPY, 50, prompt="film grain", negative_prompt="smudge"))
+    assert "SDXL Refiner split: base 4 / refiner 4" in infotext(refined)
+    assert pixels(refined) == pixels(edited)
+
+
+def test_comments_in_the_refiner_prompt_are_stripped_as_in_the_main_prompt(api):
+    commented = api.txt2img(refiner=ours(REFINER, 50, prompt="film grain # and a note\n# a whole line"))
+    plain = api.txt2img(refiner=ours(REFINER, 50, prompt="film grain"))
+    assert pixels(commented) == pixels(plain)
+
+
 def test_a_noise_with_a_sampler_that_adds_none_changes_nothing_and_says_so(api):
     plain = api.txt2img(sampler_name="DPM++ 2M", refiner=ours(REFINER, 50))
     scaled = api.txt2img(sampler_name="DPM++ 2M", refiner=ours(REFINER, 50, noise_multiplier=0.5))

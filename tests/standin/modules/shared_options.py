@@ -38,6 +38,7 @@ options_templates.update(options_section(('compatibility', "Compatibility", "sd"
 }))
 
 options_templates.update(options_section(('ui', "User interface", "ui"), {
+    "enable_prompt_comments": OptionInfo(True, "Enable comments"),
     "sd_checkpoint_dropdown_use_short": OptionInfo(False, "Checkpoint dropdown: use filenames without paths"),
     "live_previews_enable": OptionInfo(True, "Show live previews of the created image"),
     "show_progress_every_n_steps": OptionInfo(10, "Live preview display period"),
