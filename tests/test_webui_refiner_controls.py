@@ -344,8 +344,10 @@ def test_a_noise_that_cannot_act_says_so_and_changes_nothing(pair, sampler, eta,
     assert "SDXL Refiner noise: 0.5" in scaled.infotexts[0]
 
 
-def test_a_noise_that_acts_adds_no_note(pair):
-    scaled = refine(pair, pair.txt2img(sampler_name="Euler a", steps=6), ui_args(steps_percent=50, noise_multiplier=0.5))
+@pytest.mark.parametrize("sampler", NOISE_SAMPLER_LABELS)
+def test_a_noise_that_acts_adds_no_note(pair, sampler):
+    scaled = refine(pair, pair.txt2img(sampler_name=sampler, steps=6), ui_args(steps_percent=50, noise_multiplier=0.5))
+    assert "SDXL Refiner noise: 0.5" in scaled.infotexts[0]
     assert "had no effect" not in scaled.infotexts[0]
 
 
