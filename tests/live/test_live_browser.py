@@ -163,12 +163,17 @@ def test_a_generation_from_the_ui_runs_the_refiner_and_the_info_says_so(page):
                         (elem_id("txt2img", "steps_percent"), 25)):
         page.number(elem, value)
     page.page.locator("#txt2img_prompt textarea").fill("a red fox in the snow")
+    page.page.locator(f"#{elem_id('txt2img', 'advanced')} .label-wrap").first.click()
+    page.page.locator(f"#{elem_id('txt2img', 'prompt')} textarea").fill("film grain")
+    page.number(elem_id("txt2img", "cfg_scale"), 3.5)
     page.page.locator("#txt2img_generate").click()
     page.page.wait_for_function(
         "() => (gradioApp().querySelector('#html_info_txt2img') || {}).textContent.includes('SDXL Refiner split')")
     info = page.page.locator("#html_info_txt2img").first.inner_text()  # gradio 3 repeats the id inside
     assert "SDXL Refiner split: base 6 / refiner 2" in info
     assert "SDXL Refiner steps: 25%" in info
+    assert "SDXL Refiner prompt: film grain" in info
+    assert "SDXL Refiner CFG scale: 3.5" in info
 
 
 def png_with_infotext(api: WebUIApi, tmp_path: Path, name: str, **fields) -> Path:

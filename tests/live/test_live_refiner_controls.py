@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.live.webui_api import BASE_COPY, REFINER, ApiError, infotext, ours, pixels
+from tests.live.webui_api import BASE_COPY, REFINER, ApiError, infotext, ours, pixels, small_png
 
 pytestmark = pytest.mark.live
 
@@ -64,6 +64,14 @@ def test_the_real_refiner_in_img2img_and_hires_fix_takes_its_prompt_and_cfg(api)
     assert "SDXL Refiner hires split" in infotext(own)
     copy_args = ours(BASE_COPY, 100, hires_pass="both", **OWN)
     assert pixels(api.txt2img(**hires, refiner=copy_args)) == pixels(api.txt2img(**hires, **AS_GENERATION))
+
+    img2img = {"init_images": [small_png()], "denoising_strength": 0.6}
+    api.img2img(**img2img)  # the first img2img after a start encodes with an unseeded generator
+    plain = api.img2img(**img2img, refiner=ours(REFINER, 50))
+    own = api.img2img(**img2img, refiner=ours(REFINER, 50, **OWN))
+    assert pixels(own) != pixels(plain)
+    copy = api.img2img(**img2img, refiner=ours(BASE_COPY, 100, **OWN))
+    assert pixels(copy) == pixels(api.img2img(**img2img, **AS_GENERATION))
 
 
 @pytest.mark.parametrize("hires_pass", ["first", "second"])
