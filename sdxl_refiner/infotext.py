@@ -44,7 +44,6 @@ _NUMBER_KEYS = {
     KEY_CFG_SCALE: "cfg_scale",
     KEY_NOISE_MULTIPLIER: "noise_multiplier",
 }
-_TEXT_KEYS = {KEY_PROMPT: "prompt", KEY_NEGATIVE_PROMPT: "negative_prompt"}
 
 
 def format_number(value: float) -> str:
