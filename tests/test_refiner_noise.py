@@ -3,7 +3,6 @@ that a sampler left to its default noise draws exactly that noise, and that scal
 
 from __future__ import annotations
 
-import functools
 from types import SimpleNamespace
 
 import pytest
@@ -45,13 +44,6 @@ def test_at_one_or_without_a_noise_sampler_the_arguments_are_left_as_they_are():
     assert with_refiner_noise(sampling.sample_euler_ancestral, x, kwargs, handoff, 1.0) is kwargs
     assert with_refiner_noise(sampling.sample_euler, x, kwargs, handoff, 0.5) is kwargs
     assert not takes_noise_sampler(sampling.sample_lms)
-
-
-def test_a_sampler_without_a_name_is_wrapped_too():
-    """A ``functools.partial`` has no ``__name__``; it can still take a noise sampler."""
-    func = functools.partial(sampling.sample_euler_ancestral, eta=1.0)
-    kwargs = with_refiner_noise(func, torch.zeros(1), {}, SimpleNamespace(on_refiner=True), 0.5)
-    assert callable(kwargs["noise_sampler"])
 
 
 def model(x, sigma, **_):

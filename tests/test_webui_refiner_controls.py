@@ -193,19 +193,6 @@ def test_a_refiner_prompt_acts_from_the_switch_on_as_prompt_editing_does(pair, s
     assert torch.equal(images(edited), images(refined))
 
 
-@pytest.mark.parametrize("old_scheduling", [False, True])
-def test_the_refiner_prompt_follows_the_webuis_prompt_editing_timeline_option(pair, old_scheduling):
-    """``[a:b:2.0]`` is b from step 2 on the old timeline and never on the new one (a fraction of 2)."""
-    pair.shared.opts.use_old_scheduling = old_scheduling
-    edited = "[film grain:skin pores:2.0]"
-    common = dict(steps=5, seed=18)
-    base_only = pair.run(pair.txt2img(**common, prompt=edited))
-    refined = refine(pair, pair.txt2img(**common), ui_args(checkpoint=pair.copy, steps_percent=100, prompt=edited))
-    assert torch.equal(images(base_only), images(refined))
-    plain = pair.run(pair.txt2img(**common, prompt="film grain"))
-    assert torch.equal(images(base_only), images(plain)) is not old_scheduling
-
-
 @pytest.mark.parametrize(("sampler", "exact"), [(s, True) for s in NOISE_EXACT] + [(s, False) for s in NOISE_ROUNDED])
 def test_at_a_full_share_the_refiner_noise_is_k_diffusions_s_noise(pair, monkeypatch, sampler, exact):
     kdiffusion = pair.module("modules.sd_samplers_kdiffusion")

@@ -227,7 +227,7 @@ class StableDiffusionProcessing:
         self.main_negative_prompt = self.all_negative_prompts[0]
 
     def get_conds_with_caching(self, function, required_prompts, steps, caches, extra_network_data, hires_steps=None):
-        return function(shared.sd_model, required_prompts, steps, hires_steps, shared.opts.use_old_scheduling)
+        return function(shared.sd_model, required_prompts, steps, hires_steps, False)
 
     def setup_conds(self):
         prompts = prompt_parser.SdConditioning(self.prompts, width=self.width, height=self.height)

@@ -1,8 +1,7 @@
 """Stand-in of ``modules.prompt_parser``: prompt schedules, AND composition, cond reconstruction.
 
 Simplified grammar: ``AND`` splits a prompt into weighted sub-prompts (``text :1.5``), and one
-level of prompt editing ``[from:to:when]`` (``when`` a step number, or with a point a fraction of
-the steps; under ``use_old_scheduling`` any number below 1 is a fraction).
+level of prompt editing ``[from:to:when]`` (``when`` a step number or a fraction of the steps).
 The data structures and ``reconstruct_*`` functions behave as in 1.10.1.
 """
 
@@ -38,12 +37,8 @@ def get_learned_conditioning_prompt_schedules(prompts, base_steps, hires_steps=N
         match = re_edit.search(prompt)
         if match is None:
             return [[steps, prompt]]
-        text = match.group(3)
-        when = float(text)
-        if use_old_scheduling:  # a number below 1 is a fraction of the steps
-            switch_at = int(when * steps) if when < 1 else int(when)
-        else:  # since 1.7: a number written with a point is a fraction ("2.0" is twice the steps)
-            switch_at = int(when * steps) if "." in text else int(when)
+        when = float(match.group(3))
+        switch_at = int(when * steps) if when < 1 else int(when)
         before = prompt[:match.start()] + match.group(1) + prompt[match.end():]
         after = prompt[:match.start()] + match.group(2) + prompt[match.end():]
         if switch_at >= steps:

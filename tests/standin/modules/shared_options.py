@@ -26,7 +26,6 @@ options_templates.update(options_section(('optimizations', "Optimizations", "sd"
     "s_min_uncond": OptionInfo(0.0, "Negative Guidance minimum sigma", infotext='NGMS'),
     "s_min_uncond_all": OptionInfo(False, "Negative Guidance minimum sigma all steps", infotext='NGMS all steps'),
     "pad_cond_uncond": OptionInfo(False, "Pad prompt/negative prompt", infotext='Pad conds'),
-    "use_old_scheduling": OptionInfo(False, "Use old prompt editing timelines.", infotext="Old prompt editing timelines"),
     "pad_cond_uncond_v0": OptionInfo(False, "Pad prompt/negative prompt (v0)", infotext='Pad conds v0'),
     "persistent_cond_cache": OptionInfo(True, "Persistent cond cache"),
     "batch_cond_uncond": OptionInfo(True, "Batch cond/uncond"),
