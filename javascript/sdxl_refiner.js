@@ -132,10 +132,11 @@
         var percent = numberIn("sdxl_refiner_" + tab + "_steps_percent", 20);
         var startStep = numberIn("sdxl_refiner_" + tab + "_start_step", 0);
         var sampler = textIn(tab + "_sampling");
-        var text = toggleOn("sdxl_refiner_" + tab)
+        var on = toggleOn("sdxl_refiner_" + tab);
+        var text = on
             ? describeSplit(planSplit(steps, percent, startStep), percent, startStep, sampler)
             : {line: "SDXL Refiner is off: the base runs all " + steps + " steps", hint: ""};
-        var noise = toggleOn("sdxl_refiner_" + tab) && percent > 0 ? noiseHint(sampler, numberIn("sdxl_refiner_" + tab + "_noise_multiplier", 1)) : "";
+        var noise = on && percent > 0 ? noiseHint(sampler, numberIn("sdxl_refiner_" + tab + "_noise_multiplier", 1)) : "";
         if (noise) {
             text.hint = text.hint ? text.hint + " " + noise : noise;
         }

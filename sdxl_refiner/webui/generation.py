@@ -191,7 +191,7 @@ def _check_conds_fit(run: RefinerRun, pass_conds: tuple) -> None:
     conds.convert(uncond, run.spec, run.settings.negative_aesthetic_score)
 
 
-def _refiner_call_args(p, run: RefinerRun, refiner_conds: tuple | None) -> dict[str, object]:
+def _refiner_call_args(run: RefinerRun, refiner_conds: tuple | None) -> dict[str, object]:
     """The sampler's model arguments that the refiner's calls get in place of the pass's own."""
     args: dict[str, object] = {}
     if refiner_conds is not None:
@@ -232,7 +232,7 @@ def _sample_with_refiner(p, run: RefinerRun, func, model, x, args, kwargs, sched
         ) as handoff:
             run.active = ActivePass(handoff, empty)
             kwargs = with_refiner_noise(func, x, kwargs, handoff, run.settings.noise_multiplier)
-            routed = route_model(model, handoff, _refiner_call_args(p, run, refiner_conds))
+            routed = route_model(model, handoff, _refiner_call_args(run, refiner_conds))
             try:
                 samples = func(routed, x, *args, **kwargs)
             finally:

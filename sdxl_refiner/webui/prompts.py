@@ -3,8 +3,9 @@
 A refiner prompt is encoded exactly as the WebUI encodes a pass's prompt (same function, size,
 step counts and scheduling option), so emphasis, BREAK, AND, textual inversion and prompt editing
 work, and a refiner prompt equal to the main one gives the same conds. It is styled as the WebUI
-styles its hires prompt, and its comments are stripped as the WebUI strips the main prompt's. The conds reach the refiner's calls as the sampler's ``cond``/``uncond``
-arguments, so an AND structure of its own is combined with its own weights.
+styles its hires prompt, and its comments are stripped as the WebUI strips the main prompt's. The
+conds reach the refiner's calls as the sampler's ``cond``/``uncond`` arguments, so an AND
+structure of its own is combined with its own weights.
 """
 
 from __future__ import annotations

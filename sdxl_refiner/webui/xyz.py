@@ -46,17 +46,21 @@ def _number(x: object) -> str:
     return str(int(number)) if number.is_integer() else str(number)
 
 
-def format_share(_p: object, opt: object, x: object) -> str:
-    """Grid labels read "20", not the "20.0" of the WebUI's float formatter; 0 says it is off."""
-    return f"{opt.label}: {_number(x)}" + (" (off)" if float(x) == 0 else "")
+def _format_saying_what_zero_means(meaning: str) -> Callable[[object, object, object], str]:
+    """Grid labels read "20", not the "20.0" of the WebUI's float formatter; 0 says what it means."""
+
+    def format_value(_p: object, opt: object, x: object) -> str:
+        return f"{opt.label}: {_number(x)}" + (f" ({meaning})" if float(x) == 0 else "")
+
+    return format_value
+
+
+format_share = _format_saying_what_zero_means("off")
+format_cfg_scale = _format_saying_what_zero_means("the generation's")
 
 
 def format_score(_p: object, opt: object, x: object) -> str:
     return f"{opt.label}: {_number(x)}"
-
-
-def format_cfg_scale(_p: object, opt: object, x: object) -> str:
-    return f"{opt.label}: {_number(x)}" + (" (the generation's)" if float(x) == 0 else "")
 
 
 def checkpoint_titles() -> list[str]:
