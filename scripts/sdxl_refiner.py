@@ -1,12 +1,22 @@
-"""The WebUI's entry point: one AlwaysVisible script; all the work is in the sdxl_refiner package."""
+"""The WebUI's entry point: one AlwaysVisible script; all the work is in the sdxl_refiner package.
+
+The sampling binding is chosen when the script loads: Forge's where its backend is present, else
+the WebUI's; everything else is written once for both.
+"""
 
 from modules import scripts
 
 from sdxl_refiner.errors import SettingsError
+from sdxl_refiner.forge import running_in_forge
 from sdxl_refiner.settings import from_ui_args
-from sdxl_refiner.webui import generation, options, xyz
+from sdxl_refiner.webui import options, xyz
 from sdxl_refiner.webui.paste import paste_fields
 from sdxl_refiner.webui.ui import TITLE, UNSUPPORTED_HOST, build_panel, refining_supported
+
+if running_in_forge():
+    from sdxl_refiner.forge import generation
+else:
+    from sdxl_refiner.webui import generation
 
 generation.register_callbacks()
 options.register_callbacks()

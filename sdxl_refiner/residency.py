@@ -420,14 +420,17 @@ class RefinerCache:
         *,
         pin_memory: bool = False,
         host_config: HostUNetConfig | None = None,
+        loader: Callable[..., torch.nn.Module] | None = None,
     ) -> PendingRefiner:
         """Starts the load in a background thread (at the start of a generation) so the switch only
         waits for what is left of it; every error, even a missing file, comes out of ``result``.
-        ``host_config`` is part of what is cached: another config is another UNet."""
-        return self._request(path, build, dtype, device, pin_memory, host_config, background=True)
+        ``host_config`` is part of what is cached: another config is another UNet. ``loader``
+        replaces the cache's own for this request: a host that builds its UNets its own way (Forge)
+        keeps the same caching."""
+        return self._request(path, build, dtype, device, pin_memory, host_config, background=True, loader=loader)
 
     def _request(
-        self, path, build: Build, dtype, device, pin_memory: bool, host_config, *, background: bool
+        self, path, build: Build, dtype, device, pin_memory: bool, host_config, *, background: bool, loader=None
     ) -> PendingRefiner:
         try:
             request = _Request(file_identity(path), dtype, str(torch.device(device)), pin_memory, host_config)
@@ -449,7 +452,7 @@ class RefinerCache:
                         self._executor = ThreadPoolExecutor(
                             max_workers=1, thread_name_prefix="sdxl-refiner-load"
                         )
-                    pending = self._executor.submit(self._load, request, build, epoch)
+                    pending = self._executor.submit(self._load, request, build, epoch, loader)
                 else:
                     pending = Future()
                     pending.set_running_or_notify_cancel()
@@ -457,7 +460,7 @@ class RefinerCache:
                 self._pending[request] = pending
         if load_here:
             try:
-                pending.set_result(self._load(request, build, epoch))
+                pending.set_result(self._load(request, build, epoch, loader))
             except BaseException as error:
                 pending.set_exception(error)
         return PendingRefiner(pending, request.identity.path)
@@ -476,9 +479,9 @@ class RefinerCache:
             request = self._entries.popitem(last=False)[1][0]
             _dropped(request)
 
-    def _load(self, request: _Request, build: Build, epoch: int) -> torch.nn.Module:
+    def _load(self, request: _Request, build: Build, epoch: int, loader=None) -> torch.nn.Module:
         try:
-            module = self._loader(
+            module = (loader or self._loader)(
                 request.identity.path,
                 build,
                 request.dtype,

@@ -162,7 +162,7 @@ def test_errors_name_the_base_and_the_refiner_as_the_checkpoint_list_does(webui,
     run = RefinerRun(checkpoint_info=webui.checkpoint("refiner.safetensors"))
     error = ConditioningError(
         f"reading {p.sd_model.sd_checkpoint_info.filename} and {run.checkpoint_info.filename} failed")
-    assert str(generation._for_users(p, run, error)) == "reading my base.safetensors and refiner.safetensors failed"
+    assert str(generation.for_users(p, run, error)) == "reading my base.safetensors and refiner.safetensors failed"
 
 
 def test_invalid_settings_reach_the_user_from_the_sampling_call(webui):

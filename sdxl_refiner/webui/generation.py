@@ -10,6 +10,7 @@ an API caller) instead of logging them.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from pathlib import Path
 
 from sdxl_refiner.errors import RefinerError, SettingsError
@@ -37,7 +38,12 @@ def register_callbacks() -> None:
 
 def prepare(p, settings: Settings | SettingsError) -> None:
     """From Script.process(): check everything that can be checked, start loading the refiner."""
-    _unwrap_sampler(p)
+    start_run(p, settings, _prepare)
+
+
+def start_run(p, settings: Settings | SettingsError, host_prepare: Callable[[object, RefinerRun], None]) -> None:
+    """The run of one generation on ``p``; what ``host_prepare`` refuses is kept to be raised in sampling."""
+    unwrap_sampler(p)
     p.extra_generation_params = {k: v for k, v in p.extra_generation_params.items() if not k.startswith(KEY_CHECKPOINT)}
     if isinstance(settings, SettingsError):
         attach_run(p, RefinerRun(error=settings))
@@ -48,12 +54,12 @@ def prepare(p, settings: Settings | SettingsError) -> None:
     run = RefinerRun(settings=settings)
     attach_run(p, run)
     try:
-        _prepare(p, run)
+        host_prepare(p, run)
     except RefinerError as error:
-        run.error = _for_users(p, run, error)
+        run.error = for_users(p, run, error)
 
 
-def _for_users(p, run: RefinerRun, error: RefinerError) -> RefinerError:
+def for_users(p, run: RefinerRun, error: RefinerError) -> RefinerError:
     base = getattr(getattr(p, "sd_model", None), "sd_checkpoint_info", None)
     return loading.with_checkpoint_names(error, (run.checkpoint_info, base))
 
@@ -70,7 +76,7 @@ def _prepare(p, run: RefinerRun) -> None:
     base_path = str(p.sd_model.sd_checkpoint_info.filename)
     if not loading.text_encoders_match(base_path, run.checkpoint_path, run.spec.kind, loading.resources().encoder_checks):
         run.own_text = _own_text_encoder(p.sd_model, run)
-    _turn_builtin_refiner_off(p, run)
+    turn_builtin_refiner_off(p, run)
     refiner_bytes = int(info.path.stat().st_size)
     run.placement = loading.placement(refiner_bytes)
     run.pending = loading.start_loading(run.checkpoint_path, run.placement, host_config)
@@ -98,18 +104,18 @@ def _own_text_encoder(sd_model, run: RefinerRun) -> own_text.OwnTextEncoder:
     return found[identity]
 
 
-def _turn_builtin_refiner_off(p, run: RefinerRun) -> None:
-    # Script.process runs after the WebUI has resolved p.refiner_checkpoint into this field (or
+def turn_builtin_refiner_off(p, run: RefinerRun, note: str = BUILTIN_OFF_NOTE) -> None:
+    # Script.process runs after the host has resolved p.refiner_checkpoint into this field (or
     # refused an unknown name), so the field alone says whether the built-in refiner would run.
     if p.refiner_checkpoint_info is None:
         return
     p.refiner_checkpoint_info = None
     p.refiner_checkpoint = None
-    run.notes.append(BUILTIN_OFF_NOTE)
-    print(f"SDXL Refiner: {BUILTIN_OFF_NOTE}.")
+    run.notes.append(note)
+    print(f"SDXL Refiner: {note}.")
 
 
-def _pass_is_refined(p, run: RefinerRun) -> bool:
+def pass_is_refined(p, run: RefinerRun) -> bool:
     if not getattr(p, "enable_hr", False):
         return True
     from sdxl_refiner.webui import options
@@ -120,17 +126,25 @@ def _pass_is_refined(p, run: RefinerRun) -> bool:
 
 def before_sampling(p, *, x, noise, c, uc) -> None:
     """From process_before_every_sampling: hook this pass's sampler when the pass is refined."""
-    _unwrap_sampler(p)
+    run = run_for_pass(p)
+    if run is not None:
+        wrap_sampler(p, run, (c, uc), _sample_with_refiner)
+
+
+def run_for_pass(p) -> RefinerRun | None:
+    """The run whose sampler this pass hooks: one that is refined here, or holds an error to raise."""
+    unwrap_sampler(p)
     run = run_of(p)
     if run is None or p.sampler is None:
-        return
-    if run.error is None and not _pass_is_refined(p, run):
-        return
-    _wrap_sampler(p, run, (c, uc))
+        return None
+    if run.error is None and not pass_is_refined(p, run):
+        return None
+    return run
 
 
-def _wrap_sampler(p, run: RefinerRun, pass_conds: tuple) -> None:
-    """Wraps ``sampler.func`` (and ``get_sigmas``, to see the schedule the WebUI computes).
+def wrap_sampler(p, run: RefinerRun, pass_conds: tuple, sample: Callable[..., object]) -> None:
+    """Wraps ``sampler.func`` (and ``get_sigmas``, to see the schedule the WebUI computes) so that
+    the pass runs through the host binding's ``sample``.
 
     ``functools.wraps`` keeps the signature the WebUI inspects to choose the arguments.
     """
@@ -150,13 +164,13 @@ def _wrap_sampler(p, run: RefinerRun, pass_conds: tuple) -> None:
 
     @functools.wraps(original_func)
     def refined_func(model, x, *args, **kwargs):
-        _unwrap_sampler(p)
+        unwrap_sampler(p)
         if run.error is not None:
             raise run.error
         try:
-            return _sample_with_refiner(p, run, original_func, model, x, args, kwargs, seen.get("sigmas"), pass_conds)
+            return sample(p, run, original_func, model, x, args, kwargs, seen.get("sigmas"), pass_conds)
         except RefinerError as error:
-            renamed = _for_users(p, run, error)
+            renamed = for_users(p, run, error)
             if renamed is error:
                 raise
             raise renamed from error
@@ -165,7 +179,7 @@ def _wrap_sampler(p, run: RefinerRun, pass_conds: tuple) -> None:
     sampler.func = refined_func
 
 
-def _unwrap_sampler(p) -> None:
+def unwrap_sampler(p) -> None:
     sampler = getattr(p, "sampler", None)
     if sampler is None:
         return
@@ -179,7 +193,7 @@ def _unwrap_sampler(p) -> None:
         sampler.get_sigmas = instance_get_sigmas
 
 
-def _check_conds_fit(run: RefinerRun, pass_conds: tuple) -> None:
+def check_conds_fit(run: RefinerRun, pass_conds: tuple) -> None:
     """Refuse before the first step conds the refiner UNet could not take (the WebUI would only
     log an error raised in the denoiser callback, and the UNet would then fail mid-loop)."""
     from modules import prompt_parser
@@ -191,7 +205,7 @@ def _check_conds_fit(run: RefinerRun, pass_conds: tuple) -> None:
     conds.convert(uncond, run.spec, run.settings.negative_aesthetic_score)
 
 
-def _refiner_call_args(run: RefinerRun, refiner_conds: tuple | None) -> dict[str, object]:
+def refiner_call_args(run: RefinerRun, refiner_conds: tuple | None) -> dict[str, object]:
     """The sampler's model arguments that the refiner's calls get in place of the pass's own."""
     args: dict[str, object] = {}
     if refiner_conds is not None:
@@ -204,16 +218,7 @@ def _refiner_call_args(run: RefinerRun, refiner_conds: tuple | None) -> dict[str
 def _sample_with_refiner(p, run: RefinerRun, func, model, x, args, kwargs, schedule, pass_conds):
     from modules import shared
 
-    samplers.refuse_unsupported(p.sampler, func)
-    refiner_conds = prompts.refiner_conds(p, run)
-    _check_conds_fit(run, refiner_conds or pass_conds)
-    sigmas = samplers.sigmas_used(kwargs, schedule)
-    plan = plan_switch(run.settings, len(sigmas) - 1)
-    point = samplers.switch_point_for(p.sampler, sigmas, plan.base_steps, float(kwargs.get("eta", 1.0)))
-    _write_infotext(p, run, plan)
-    if run.settings.noise_multiplier != 1 and plan.active and not adds_noise(func, kwargs):
-        label = samplers.sampler_label(p.sampler)
-        _add_notes(p, [no_noise_note(label, run.settings.noise_multiplier, eta_zero=takes_noise_sampler(func))])
+    refiner_conds, plan, point = plan_pass(p, run, func, kwargs, schedule, pass_conds)
 
     sd_model = p.sd_model
     base_unet = sd_model.model.diffusion_model
@@ -232,7 +237,7 @@ def _sample_with_refiner(p, run: RefinerRun, func, model, x, args, kwargs, sched
         ) as handoff:
             run.active = ActivePass(handoff, empty)
             kwargs = with_refiner_noise(func, x, kwargs, handoff, run.settings.noise_multiplier)
-            routed = route_model(model, handoff, _refiner_call_args(run, refiner_conds))
+            routed = route_model(model, handoff, refiner_call_args(run, refiner_conds))
             try:
                 samples = func(routed, x, *args, **kwargs)
             finally:
@@ -242,11 +247,27 @@ def _sample_with_refiner(p, run: RefinerRun, func, model, x, args, kwargs, sched
             # An interrupt or skip raises out of ``func``; a pass that returns ran to its end, so
             # "stop after this image" (state.stopping_generation) still gets its note.
             if handoff.switch_missed:
-                _report_missed_switch(p, samplers.sampler_label(p.sampler), plan)
+                report_missed_switch(p, samplers.sampler_label(p.sampler), plan)
             return samples
     finally:
         if offloaded is not None:
             offloaded.release()
+
+
+def plan_pass(p, run: RefinerRun, func, kwargs: dict, schedule, pass_conds: tuple) -> tuple:
+    """Everything decided before the pass's first step: refusals, the refiner's own conds, the switch
+    plan and point, and the infotext. Returns ``(refiner_conds, plan, point)``."""
+    samplers.refuse_unsupported(p.sampler, func)
+    refiner_conds = prompts.refiner_conds(p, run)
+    check_conds_fit(run, refiner_conds or pass_conds)
+    sigmas = samplers.sigmas_used(kwargs, schedule)
+    plan = plan_switch(run.settings, len(sigmas) - 1)
+    point = samplers.switch_point_for(p.sampler, sigmas, plan.base_steps, float(kwargs.get("eta", 1.0)))
+    _write_infotext(p, run, plan)
+    if run.settings.noise_multiplier != 1 and plan.active and not adds_noise(func, kwargs):
+        label = samplers.sampler_label(p.sampler)
+        _add_notes(p, [no_noise_note(label, run.settings.noise_multiplier, eta_zero=takes_noise_sampler(func))])
+    return refiner_conds, plan, point
 
 
 def _write_infotext(p, run: RefinerRun, plan) -> None:
@@ -284,7 +305,7 @@ def no_noise_note(sampler_label: str, multiplier: float, *, eta_zero: bool) -> s
     )
 
 
-def _report_missed_switch(p, sampler_label: str, plan) -> None:
+def report_missed_switch(p, sampler_label: str, plan) -> None:
     note = missed_switch_note(sampler_label, plan)
     if p.is_hr_pass:
         note = f"hires pass: {note}"
@@ -298,7 +319,7 @@ def finish(p) -> None:
     The refiner itself is already out of the slot: ``_sample_with_refiner`` restores it on every
     exit of the sampling call.
     """
-    _unwrap_sampler(p)
+    unwrap_sampler(p)
 
 
 def unload_refiner() -> None:

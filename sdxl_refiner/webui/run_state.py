@@ -43,6 +43,9 @@ class RefinerRun:
     notes: list[str] = field(default_factory=list)
     active: ActivePass | None = None
     passes_run: int = 0
+    # Forge: the refiner's UnetPatcher, and the route its pass's conditioning modifier reads
+    refiner_patcher: Any = None
+    route: Any = None
 
 
 def run_of(p: object) -> RefinerRun | None:

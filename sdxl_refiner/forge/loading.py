@@ -1,0 +1,144 @@
+"""The refiner's UNet as Forge builds UNets: its config detection, its class, its memory management.
+
+Only the UNet's tensors are read from the file (the core's reader); ``huggingface_guess`` names
+the model type and config from them, as Forge's loader does for a main model, and Forge's own
+component loader builds the ``IntegratedUNet2DConditionModel`` with the storage and computation
+dtypes, devices and manual casting Forge chooses. The result is a ``UnetPatcher`` around a
+``KModel``, cached between generations; Forge's memory management places it when sampling starts.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from sdxl_refiner.checkpoint import (
+    CheckpointInfo,
+    CheckpointKind,
+    read_safetensors_header,
+    read_unet_state_dict,
+)
+from sdxl_refiner.conditioning import RefinerCondSpec
+from sdxl_refiner.errors import CheckpointError
+from sdxl_refiner.residency import PendingRefiner
+from sdxl_refiner.webui import loading
+
+PATCHER_ATTRIBUTE = "sdxl_refiner_patcher"
+# Forge's SDXL engines embed each size and score scalar in 256 channels (``Timestep(256)``).
+SCALAR_EMBED_DIM = 256
+# Keys by which Forge's model detection turns a checkpoint into a v-prediction or EDM model.
+OTHER_PREDICTION_KEYS = ("v_pred", "edm_mean", "edm_std", "edm_vpred.sigma_max")
+
+
+def require_sdxl_base(sd_model) -> None:
+    """Forge's refiner engine also says ``is_sdxl``: a refiner loaded as the main model is refused too."""
+    loading.require_sdxl_base(sd_model)
+    if type(sd_model).__name__ == "StableDiffusionXLRefiner":
+        title = getattr(getattr(sd_model, "sd_checkpoint_info", None), "title", "the loaded model")
+        raise CheckpointError(
+            f"SDXL Refiner needs an SDXL base model, but the loaded model {title!r} is an SDXL refiner, which "
+            "cannot compose an image. Load an SDXL base checkpoint, and choose the refiner in the SDXL Refiner panel."
+        )
+
+
+def cond_spec(info: CheckpointInfo) -> RefinerCondSpec:
+    config = info.unet_config
+    kind = "refiner" if info.kind is CheckpointKind.SDXL_REFINER else "base"
+    return RefinerCondSpec(kind, config.context_dim, config.adm_in_channels or 0, SCALAR_EMBED_DIM)
+
+
+def refuse_other_prediction(path: str, title: str) -> None:
+    """Forge would build a v-prediction or EDM refiner with another sigma schedule than the base's
+    loop runs; the handoff shares one loop, so such a refiner is refused rather than run wrongly."""
+    markers = [key for key in OTHER_PREDICTION_KEYS if key in _header_keys(path)]
+    yaml = Path(os.path.splitext(path)[0] + ".yaml")
+    if yaml.is_file() and _yaml_says_v_prediction(yaml):
+        markers.append(f"{yaml.name}: parameterization v")
+    if markers:
+        raise CheckpointError(
+            f"SDXL Refiner checkpoint {title!r} is not an epsilon-prediction model ({', '.join(markers)}), so it "
+            "cannot continue the base's sampling loop. Choose an SDXL refiner made for the base (the released "
+            "SDXL refiner predicts epsilon)."
+        )
+
+
+def _header_keys(path: str) -> set[str]:
+    if Path(path).suffix.lower() != ".safetensors":
+        return set()
+    return set(read_safetensors_header(path))
+
+
+def _yaml_says_v_prediction(yaml: Path) -> bool:
+    import yaml as yaml_module
+
+    try:
+        config = yaml_module.safe_load(yaml.read_text()) or {}
+    except (OSError, yaml_module.YAMLError):
+        return False
+    params = (config.get("model") or {}).get("params") or {}
+    scaling = ((params.get("denoiser_config") or {}).get("params") or {}).get("scaling_config") or {}
+    return params.get("parameterization") == "v" or str(scaling.get("target", "")).endswith(".VScaling")
+
+
+def load_refiner(path, build, dtype, device, *, pin_memory: bool = False, host_config=None) -> torch.nn.Module:
+    """The refiner ``KModel``, built the way Forge's loader builds a main model's UNet; its
+    ``UnetPatcher`` rides on it so that the cache keeps both (Forge tracks loaded models by patcher)."""
+    from backend.patcher.unet import UnetPatcher
+
+    state = read_unet_state_dict(path)
+    guess = _guess(state, str(path))
+    unet, scheduler = _components(guess, state)
+    patcher = UnetPatcher.from_model(model=unet, diffusers_scheduler=scheduler, config=guess)
+    kmodel = patcher.model
+    kmodel.requires_grad_(False).eval()
+    setattr(kmodel, PATCHER_ATTRIBUTE, patcher)
+    return kmodel
+
+
+def patcher_of(kmodel: torch.nn.Module):
+    return getattr(kmodel, PATCHER_ATTRIBUTE)
+
+
+def _guess(state: dict[str, torch.Tensor], path: str):
+    import huggingface_guess
+
+    guess = huggingface_guess.model_config_from_unet(state, "", use_base_if_no_match=False)
+    repo = getattr(guess, "huggingface_repo", None)
+    if guess is None or repo not in ("stabilityai/stable-diffusion-xl-refiner-1.0", "stabilityai/stable-diffusion-xl-base-1.0"):
+        raise CheckpointError(
+            f"Refiner checkpoint {path!r}: Forge's model detection does not recognise its UNet as an SDXL base or "
+            f"refiner ({repo or 'no match'}). Choose an SDXL refiner or base checkpoint."
+        )
+    guess.unet_key_prefix = [""]
+    return guess
+
+
+def _components(guess, state: dict[str, torch.Tensor]):
+    """Forge's own component loader, with the config folder Forge keeps for this model type."""
+    import backend.loader
+    from diffusers import DiffusionPipeline
+
+    folder = os.path.join(os.path.dirname(backend.loader.__file__), "huggingface", guess.huggingface_repo)
+    scheduler_class = DiffusionPipeline.load_config(folder)["scheduler"][1]
+    scheduler = backend.loader.load_huggingface_component(guess, "scheduler", "diffusers", scheduler_class, folder, None)
+    scheduler.config.prediction_type = "epsilon"
+    with torch.no_grad():
+        unet = backend.loader.load_huggingface_component(guess, "unet", "diffusers", "UNet2DConditionModel", folder, state)
+    return unet, scheduler
+
+
+def refiner_patcher(path: str):
+    """The cached refiner's ``UnetPatcher``, loaded now if it is not cached.
+
+    Through the same cache as the WebUI binding (by file identity), with Forge's builder. Waited
+    for here rather than overlapped with the base's steps: Forge's builder swaps its layer classes
+    in while it runs, and Forge must know the patcher before sampling starts to place it.
+    """
+    pending: PendingRefiner = loading.resources().cache.start_loading(path, _no_build, None, "cpu", loader=load_refiner)
+    return patcher_of(pending.result())
+
+
+def _no_build(params: dict) -> torch.nn.Module:
+    raise AssertionError("Forge builds the refiner UNet itself")

@@ -1,0 +1,93 @@
+"""The Forge binding's checks before it builds a refiner: what it refuses, and the conds it plans."""
+
+from __future__ import annotations
+
+import pytest
+from safetensors.torch import load_file, save_file
+
+from sdxl_refiner.checkpoint import classify_checkpoint
+from sdxl_refiner.errors import CheckpointError
+from sdxl_refiner.forge import loading as forge_loading
+from sdxl_refiner.forge import running_in_forge
+from tests.support.checkpoints import write_checkpoint
+
+V_YAML = """model:
+  target: sgm.models.diffusion.DiffusionEngine
+  params:
+    denoiser_config:
+      target: sgm.modules.diffusionmodules.denoiser.DiscreteDenoiser
+      params:
+        scaling_config:
+          target: sgm.modules.diffusionmodules.denoiser_scaling.VScaling
+"""
+
+
+class Engine:
+    """Stands for a Forge diffusion engine: ``is_sdxl`` and its class name are what is read."""
+
+    def __init__(self, is_sdxl: bool = True):
+        self.is_sdxl = is_sdxl
+        self.sd_checkpoint_info = type("Info", (), {"title": "loaded.safetensors [abc]"})()
+
+
+class StableDiffusionXLRefiner(Engine):
+    pass
+
+
+def test_the_offline_suite_is_not_forge():
+    assert not running_in_forge()
+
+
+def test_an_sdxl_base_engine_is_accepted():
+    forge_loading.require_sdxl_base(Engine())
+
+
+def test_forges_refiner_engine_is_refused_as_the_base_although_it_says_sdxl():
+    with pytest.raises(CheckpointError, match="is an SDXL refiner, which cannot compose") as raised:
+        forge_loading.require_sdxl_base(StableDiffusionXLRefiner())
+    assert "loaded.safetensors [abc]" in str(raised.value)
+
+
+def test_an_engine_that_is_not_sdxl_is_refused():
+    with pytest.raises(CheckpointError, match="is not SDXL"):
+        forge_loading.require_sdxl_base(Engine(is_sdxl=False))
+
+
+@pytest.mark.parametrize("kind, expected", [("refiner", "refiner"), ("base", "base")])
+def test_the_cond_spec_comes_from_the_refiners_unet_with_forges_scalar_width(tmp_path, kind, expected):
+    info = classify_checkpoint(write_checkpoint(tmp_path / f"{kind}.safetensors", kind))
+    spec = forge_loading.cond_spec(info)
+    assert spec.kind == expected
+    assert (spec.context_dim, spec.adm_in_channels) == (info.unet_config.context_dim, info.unet_config.adm_in_channels)
+    assert spec.scalar_embed_dim == 256
+
+
+def test_an_epsilon_refiner_is_not_refused(tmp_path):
+    path = write_checkpoint(tmp_path / "refiner.safetensors", "refiner")
+    forge_loading.refuse_other_prediction(str(path), "refiner.safetensors")
+
+
+@pytest.mark.parametrize("marker", forge_loading.OTHER_PREDICTION_KEYS)
+def test_a_refiner_that_forge_would_build_as_v_prediction_or_edm_is_refused(tmp_path, marker):
+    path = write_checkpoint(tmp_path / "refiner.safetensors", "refiner")
+    tensors = load_file(str(path))
+    tensors[marker] = tensors[next(iter(tensors))][:1].clone()
+    save_file(tensors, str(path))
+    with pytest.raises(CheckpointError, match=f"not an epsilon-prediction model \\({marker}\\)") as raised:
+        forge_loading.refuse_other_prediction(str(path), "refiner.safetensors")
+    assert "refiner.safetensors" in str(raised.value)
+
+
+def test_a_v_prediction_yaml_beside_the_refiner_is_refused(tmp_path):
+    path = write_checkpoint(tmp_path / "refiner.safetensors", "refiner")
+    (tmp_path / "refiner.yaml").write_text(V_YAML)
+    with pytest.raises(CheckpointError, match=r"refiner\.yaml: parameterization v"):
+        forge_loading.refuse_other_prediction(str(path), "refiner.safetensors")
+
+
+def test_an_epsilon_yaml_and_a_broken_yaml_are_not_refused(tmp_path):
+    path = write_checkpoint(tmp_path / "refiner.safetensors", "refiner")
+    (tmp_path / "refiner.yaml").write_text(V_YAML.replace("VScaling", "EpsScaling"))
+    forge_loading.refuse_other_prediction(str(path), "refiner.safetensors")
+    (tmp_path / "refiner.yaml").write_text("model: [unclosed")
+    forge_loading.refuse_other_prediction(str(path), "refiner.safetensors")
