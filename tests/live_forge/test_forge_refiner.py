@@ -1,0 +1,178 @@
+"""SDXL Refiner inside a real Forge 2: the exact handoff, its oracle, and what it never reloads.
+
+The oracle is a byte copy of the base chosen as the refiner: the handoff must then give the
+base-only pixels, for every sampler Forge lists (or refuse the sampler by name). The real refiner
+must change the image, and Forge's own built-in refiner, which switches at the same call for
+Euler, is the oracle for what the refiner's steps must give.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+
+from sdxl_refiner.forge.generation import BUILTIN_OFF_NOTE
+from tests.live.webui_api import ApiError, infotext, ours, pixels, small_png
+from tests.live_forge.conftest import FORGE_BASE, FORGE_BASE_COPY, FORGE_REFINER
+
+pytestmark = pytest.mark.live
+
+# The samplers whose switch cannot be placed at a step boundary, and why (the message names them).
+REFUSED = {"Restart", "DDIM CFG++", "UniPC", "HeunPP2", "IPNDM", "IPNDM_V", "DEIS", "DDPM"}
+RELOAD_LINES = ("K-Model Created", "Loading Model", "StateDict Keys")
+
+
+def on_base(**fields) -> dict:
+    return {"override_settings": {"sd_model_checkpoint": FORGE_BASE}, "width": 64, "height": 64, "steps": 8, **fields}
+
+
+def samplers(forge_api) -> list[str]:
+    return [sampler["name"] for sampler in forge_api.call("/sdapi/v1/samplers")]
+
+
+def test_a_copy_of_the_base_gives_the_base_only_image_for_every_sampler_forge_lists(forge_api):
+    failures, refused = [], []
+    for sampler in samplers(forge_api):
+        fields = on_base(sampler_name=sampler)
+        base_only = forge_api.txt2img(**fields)
+        try:
+            copy = forge_api.txt2img(**fields, refiner=ours(FORGE_BASE_COPY, 50))
+        except ApiError as error:
+            refused.append(sampler)
+            assert sampler in error.body and "SDXL Refiner" not in error.body or "Sampler" in error.body, error.body
+            continue
+        if pixels(copy) != pixels(base_only):
+            failures.append(sampler)
+        assert "SDXL Refiner split: base 4 / refiner 4" in infotext(copy) or sampler.startswith("DPM "), sampler
+    assert not failures, f"the copy of the base changed the image with {failures}"
+    assert set(refused) <= REFUSED, f"refused unexpectedly: {set(refused) - REFUSED}"
+    assert {"Euler", "Euler a", "DPM++ 2M", "DPM++ SDE", "Heun", "DDIM", "LCM"} - set(refused) == {
+        "Euler", "Euler a", "DPM++ 2M", "DPM++ SDE", "Heun", "DDIM", "LCM"}
+
+
+def test_the_refiner_changes_the_image_and_equals_forges_own_refiner_switching_at_the_same_step(forge_api):
+    base_only = forge_api.txt2img(**on_base())
+    refined = forge_api.txt2img(**on_base(), refiner=ours(FORGE_REFINER, 50))
+    builtin = forge_api.txt2img(**on_base(refiner_checkpoint=FORGE_REFINER, refiner_switch_at=0.5))
+    assert pixels(refined) != pixels(base_only)
+    assert pixels(refined) == pixels(builtin)
+    assert "SDXL Refiner split: base 4 / refiner 4" in infotext(refined)
+
+
+def test_no_checkpoint_is_loaded_at_the_switch_or_for_the_next_image(forge_api, forge_console):
+    forge_api.txt2img(**on_base(), refiner=ours(FORGE_REFINER, 50))
+    before = forge_console()
+    forge_api.txt2img(**on_base(seed=7), refiner=ours(FORGE_REFINER, 50))
+    forge_api.txt2img(**on_base(seed=7))
+    added = forge_console()[len(before):]
+    assert not [line for line in added.splitlines() if line.startswith(RELOAD_LINES)], added
+
+
+def test_with_both_refiners_on_ours_runs_and_forges_is_turned_off(forge_api):
+    both = forge_api.txt2img(**on_base(refiner_checkpoint=FORGE_REFINER, refiner_switch_at=0.5),
+                             refiner=ours(FORGE_REFINER, 25))
+    only_ours = forge_api.txt2img(**on_base(), refiner=ours(FORGE_REFINER, 25))
+    assert pixels(both) == pixels(only_ours)
+    assert BUILTIN_OFF_NOTE in infotext(both)
+
+
+def test_img2img_with_the_copy_is_identity_and_the_refiner_runs_its_share(forge_api):
+    fields = on_base(init_images=[small_png()], denoising_strength=0.5, steps=10)
+    forge_api.img2img(**fields)
+    base_only = forge_api.img2img(**fields)
+    copy = forge_api.img2img(**fields, refiner=ours(FORGE_BASE_COPY, 50))
+    refined = forge_api.img2img(**fields, refiner=ours(FORGE_REFINER, 50))
+    assert pixels(copy) == pixels(base_only)
+    assert pixels(refined) != pixels(base_only)
+    assert "SDXL Refiner split: base 3 / refiner 3" in infotext(refined)
+
+
+HIRES = {"enable_hr": True, "hr_scale": 2, "hr_upscaler": "Latent", "hr_second_pass_steps": 4,
+         "denoising_strength": 0.5, "hr_additional_modules": ["Use same choices"]}
+
+
+def test_hires_fix_keeps_the_copy_identity_and_refines_both_passes(forge_api):
+    base_only = forge_api.txt2img(**on_base(**HIRES))
+    copy = forge_api.txt2img(**on_base(**HIRES), refiner=ours(FORGE_BASE_COPY, 50, hires_pass="both"))
+    refined = forge_api.txt2img(**on_base(**HIRES), refiner=ours(FORGE_REFINER, 50, hires_pass="both"))
+    assert pixels(copy) == pixels(base_only)
+    assert pixels(refined) != pixels(base_only)
+    text = infotext(refined)
+    assert "SDXL Refiner split: base 4 / refiner 4" in text and "SDXL Refiner hires split: base 2 / refiner 2" in text
+
+
+def test_batch_size_two_by_count_two(forge_api):
+    fields = on_base(prompt="a red fox AND a snowy forest :0.6", batch_size=2, n_iter=2)
+    base_only = forge_api.txt2img(**fields)
+    copy = forge_api.txt2img(**fields, refiner=ours(FORGE_BASE_COPY, 50))
+    refined = forge_api.txt2img(**fields, refiner=ours(FORGE_REFINER, 50))
+    assert pixels(copy) == pixels(base_only)
+    assert all(a != b for a, b in zip(pixels(refined), pixels(base_only), strict=True))
+    texts = json.loads(refined["info"])["infotexts"]
+    assert len(texts) == 4 and all("SDXL Refiner split: base 4 / refiner 4" in text for text in texts)
+
+
+def test_the_infotext_reads_back_through_png_info(forge_api):
+    refined = forge_api.txt2img(**on_base(), refiner=ours(FORGE_REFINER, 25, aesthetic_score=7.0))
+    read = forge_api.png_info(refined)
+    assert read["parameters"]["SDXL Refiner steps"] == "25%"
+    assert FORGE_REFINER.removesuffix(".safetensors") in read["parameters"]["SDXL Refiner"]
+
+
+@pytest.mark.parametrize(
+    "refiner, expected",
+    [
+        (ours("no-such-refiner.safetensors", 20), "is not in the WebUI's checkpoint list"),
+        (ours(FORGE_REFINER, 150), "'steps_percent' must be a number from 0 to 100"),
+        (ours(FORGE_REFINER, 30, start_step=3), "give only one of 'steps_percent', 'start_step'"),
+        (ours(FORGE_BASE, 20), "needs an SDXL base model") if False else (ours("", 20), "no refiner checkpoint is chosen"),
+    ],
+)
+def test_bad_input_is_refused_with_a_message_and_the_next_generation_is_unchanged(forge_api, refiner, expected):
+    base_only = forge_api.txt2img(**on_base())
+    with pytest.raises(ApiError) as refused:
+        forge_api.txt2img(**on_base(), refiner=refiner)
+    assert expected in refused.value.body
+    assert pixels(forge_api.txt2img(**on_base())) == pixels(base_only)
+
+
+def test_an_xyz_plot_over_the_refiner_share_gives_the_cells_of_single_generations(forge_api):
+    shares = [0, 50]
+    args = [forge_api.xyz_axis("SDXL Refiner steps %"), ", ".join(map(str, shares)), [], 0, "", [], 0, "", [],
+            True, True, False, False, False, False, False, 0, False]
+    grid = forge_api.txt2img(**on_base(script_name="x/y/z plot", script_args=args), refiner=ours(FORGE_REFINER, 20))
+    cells = pixels(grid)[1:]  # the grid itself comes first, then each cell
+    singles = [pixels(forge_api.txt2img(**on_base(), refiner=ours(FORGE_REFINER, share)))[0] for share in shares]
+    assert cells == singles
+    assert singles[0] == pixels(forge_api.txt2img(**on_base()))[0], "0 % in the axis is the refiner off"
+
+
+def test_interrupted_after_the_switch_then_clean_generations_equal_earlier_ones(forge_api):
+    earlier_base = forge_api.txt2img(**on_base())
+    earlier_refined = forge_api.txt2img(**on_base(), refiner=ours(FORGE_REFINER, 30))
+    finished: dict[str, object] = {}
+
+    def generate():
+        try:
+            finished["response"] = forge_api.txt2img(**on_base(steps=60, n_iter=2), refiner=ours(FORGE_REFINER, 50))
+        except Exception as error:  # the request itself must still succeed; recorded for the assert
+            finished["error"] = error
+
+    worker = threading.Thread(target=generate)
+    worker.start()
+    deadline = time.monotonic() + 300
+    reached = 0
+    while time.monotonic() < deadline and worker.is_alive():
+        reached = forge_api.call("/sdapi/v1/progress?skip_current_image=true").get("state", {}).get("sampling_step", 0)
+        if reached >= 35:
+            break
+        time.sleep(0.05)
+    forge_api.call("/sdapi/v1/interrupt", {})
+    assert reached >= 35, "the interrupt did not come after the switch (step 30 of 60): make the request longer"
+    worker.join(timeout=300)
+    assert "error" not in finished, finished.get("error")
+    assert pixels(forge_api.txt2img(**on_base(), refiner=ours(FORGE_REFINER, 30))) == pixels(earlier_refined)
+    assert pixels(forge_api.txt2img(**on_base())) == pixels(earlier_base)
