@@ -66,7 +66,11 @@ def test_a_sampler_is_labelled_as_the_webui_lists_it_else_by_its_function():
     assert sampler_label(webui_sampler(funcname="sample_heun")) == "sample_heun"
 
 
-@pytest.mark.parametrize(("name", "calls_before_last_step"), [("plms", 5), ("ddim", 4), ("sample_lcm", 4)])
+@pytest.mark.parametrize(
+    ("name", "calls_before_last_step"),
+    [("plms", 5), ("ddim", 4), ("sample_lcm", 4), ("sample_ipndm", 4), ("sample_ipndm_v", 4), ("sample_deis", 4),
+     ("sample_ddpm", 4)],
+)
 def test_timestep_and_lcm_samplers_switch_after_every_call_of_the_base_steps(name, calls_before_last_step):
     sampler, steps = webui_sampler(funcname=name), len(SCHEDULE) - 1
     assert switch_point_for(sampler, SCHEDULE, steps - 1, 1.0).call_index == calls_before_last_step
@@ -103,3 +107,26 @@ def test_a_sampler_stepping_through_timesteps_is_refused_with_the_samplers_to_pi
         "Refiner can place its switch between. Pick Euler, Euler a, DPM++ 2M, DPM++ 2M SDE, DPM++ SDE, Heun or "
         "LMS, DDIM or PLMS, or turn SDXL Refiner off."
     )
+
+
+def sample_heunpp2(model, x, sigmas, extra_args=None):
+    return x
+
+
+@pytest.mark.parametrize("funcname", ["sample_heunpp2", sample_heunpp2])
+def test_a_sampler_whose_calls_per_step_are_not_known_is_refused_by_its_label(funcname):
+    with pytest.raises(PlanError) as caught:
+        refuse_unsupported(webui_sampler(funcname=funcname, config=listed_as("HeunPP2")), sample_heunpp2)
+    assert str(caught.value) == (
+        "Sampler 'HeunPP2' is not one whose model calls per step SDXL Refiner knows (HeunPP2, say, evaluates the "
+        "next steps' sigmas inside a step), so it cannot hand over exactly at a step. Pick Euler, Euler a, "
+        "DPM++ 2M, DPM++ 2M SDE, DPM++ SDE, Heun or LMS, or turn SDXL Refiner off."
+    )
+
+
+@pytest.mark.parametrize("funcname", ["sample_euler", "sample_dpm_fast", "sample_lcm", "ddim", "plms", "sample_deis"])
+def test_samplers_whose_calls_are_known_are_not_refused(funcname):
+    def sample(model, x, sigmas, extra_args=None):
+        return x
+
+    refuse_unsupported(webui_sampler(funcname=funcname, config=listed_as("any")), sample)

@@ -15,9 +15,17 @@ import inspect
 import torch
 
 from sdxl_refiner.errors import PlanError
-from sdxl_refiner.schedule import SwitchPoint, switch_point, switch_point_from_calls
+from sdxl_refiner.schedule import (
+    SUPPORTED_SAMPLERS,
+    SwitchPoint,
+    sampler_key,
+    switch_point,
+    switch_point_from_calls,
+)
 
-ONE_CALL_PER_STEP = frozenset({"sample_lcm", "ddim"})
+# LCM, DDIM, and Forge's IPNDM, IPNDM_V, DEIS and DDPM: one model call per step, at the step's own sigma
+# (the multistep ones keep their history in the sampler, which the handoff leaves running).
+ONE_CALL_PER_STEP = frozenset({"sample_lcm", "ddim", "sample_ipndm", "sample_ipndm_v", "sample_deis", "sample_ddpm"})
 TIMESTEP_SAMPLERS = frozenset({"ddim", "plms"})
 # The WebUI's labels of the samplers refused below; javascript/sdxl_refiner.js names the same ones
 # under the slider before the user generates.
@@ -55,6 +63,13 @@ def refuse_unsupported(sampler, func) -> None:
         raise PlanError(
             f"Sampler {label!r} adds restart segments that go back up in noise after its steps, so there is "
             f"no single step at which the base can hand over. {PICK_INSTEAD}, or turn SDXL Refiner off."
+        )
+    name = function_name(sampler)
+    if name not in ONE_CALL_PER_STEP | TIMESTEP_SAMPLERS and sampler_key(name) not in SUPPORTED_SAMPLERS:
+        raise PlanError(
+            f"Sampler {label!r} is not one whose model calls per step SDXL Refiner knows (HeunPP2, say, evaluates "
+            f"the next steps' sigmas inside a step), so it cannot hand over exactly at a step. {PICK_INSTEAD}, "
+            "or turn SDXL Refiner off."
         )
 
 

@@ -64,7 +64,7 @@ def unet_tensors(config: dict, dtype, generator) -> dict:
     tensors = {}
     for key, meta in unet.state_dict().items():
         value = torch.randn(meta.shape, generator=generator) * 0.02
-        if key.endswith("norm.weight") or ".norm" in key and key.endswith(".weight"):
+        if key.endswith("norm.weight") or (".norm" in key and key.endswith(".weight")):
             value = value + 1.0
         tensors[UNET_PREFIX + key] = value.to(dtype).contiguous()
     return tensors
