@@ -195,14 +195,16 @@ def unwrap_sampler(p) -> None:
 
 def check_conds_fit(run: RefinerRun, pass_conds: tuple) -> None:
     """Refuse before the first step conds the refiner UNet could not take (the WebUI would only
-    log an error raised in the denoiser callback, and the UNet would then fail mid-loop)."""
+    log an error raised in the denoiser callback, and the UNet would then fail mid-loop). Forge's hires
+    pass has no uncond at a hires CFG scale of 1."""
     from modules import prompt_parser
 
     c, uc = pass_conds
     cond = prompt_parser.reconstruct_multicond_batch(c, 0)[1]
-    uncond = prompt_parser.reconstruct_cond_batch(uc, 0)
     conds.convert(cond, run.spec, run.settings.aesthetic_score)
-    conds.convert(uncond, run.spec, run.settings.negative_aesthetic_score)
+    if uc is not None:
+        uncond = prompt_parser.reconstruct_cond_batch(uc, 0)
+        conds.convert(uncond, run.spec, run.settings.negative_aesthetic_score)
 
 
 def refiner_call_args(run: RefinerRun, refiner_conds: tuple | None) -> dict[str, object]:

@@ -1,4 +1,4 @@
-"""Build, start and stop a real WebUI 1.10.1 for the live tests, offline where the sources are at hand.
+"""Build, start and stop a real WebUI 1.10.1 or Forge 2 for the live tests, offline where the sources are at hand.
 
 The offline suite tests the binding against a stand-in written from the same assumptions as the
 code; only a real WebUI tests those assumptions. This module makes one from nothing, the way a
@@ -11,10 +11,14 @@ keeps it outside the clone so that later runs reuse it:
   constraints that keep the torch this project tests with;
 - the tiny checkpoints of ``make_tiny_checkpoints.py``, written with that environment's Python.
 
+Forge 2 is made the same way from ``../shared/hosts/forge-dfdcbab.tar.gz`` (``--forge``), with its
+own requirements and flags and the checkpoints of ``make_forge_checkpoints.py``.
+
 Standard library only: it runs from the project's test environment and drives the WebUI's.
 
     python -m tests.live.host build           # prints the folder for SDXL_REFINER_HOST; exit 3: no sources
-    python -m tests.live.host run -- CMD...   # starts it, runs CMD with WEBUI_URL (and WEBUI_CONSOLE) set, stops it
+    python -m tests.live.host build --forge   # the same for Forge 2 (SDXL_REFINER_FORGE_HOST)
+    python -m tests.live.host run -- CMD...   # starts it, runs CMD with WEBUI_URL, WEBUI_CONSOLE and WEBUI_PID set, stops it
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.support.host_sources import FORGE_ARCHIVE
 from tests.support.host_sources import REPO_ROOT as REPOSITORY
 from tests.support.host_sources import WEBUI_ARCHIVE as ARCHIVE
 
@@ -74,6 +79,56 @@ CONFIG = {"show_progress_type": "Approx cheap", "sd_model_checkpoint": BASE_CHEC
 Log = Callable[[str], None]
 
 
+@dataclass(frozen=True)
+class HostKind:
+    """What differs between the two hosts: sources, packages, flags, options and test checkpoints."""
+
+    name: str
+    folder: str  # the archive's one top folder, and the host's folder under the cache
+    archive: Path
+    cache_variable: str  # names another cache folder
+    cache: Path
+    main: tuple[str, str]  # the clone fallback: URL and commit
+    repositories: dict[str, tuple[str, str]]  # cloned into repositories/, as its launcher pins them
+    launch_flags: tuple[str, ...]
+    config: dict[str, object]
+    extra_requirements: tuple[str, ...]
+    checkpoint_script: str
+    script_flag: str  # how the checkpoint script is told the host's folder
+
+
+WEBUI_KIND = HostKind(
+    name="WebUI 1.10.1", folder=FOLDER, archive=ARCHIVE, cache_variable="SDXL_REFINER_HOST_CACHE", cache=CACHE,
+    main=WEBUI, repositories=PINNED_REPOSITORIES, launch_flags=LAUNCH_FLAGS, config=CONFIG,
+    extra_requirements=EXTRA_REQUIREMENTS, checkpoint_script="make_tiny_checkpoints.py", script_flag="--webui",
+)
+FORGE = HostKind(
+    name="Forge 2",
+    folder="forge-dfdcbab",
+    archive=FORGE_ARCHIVE,
+    cache_variable="SDXL_REFINER_FORGE_HOST_CACHE",
+    cache=Path(os.environ.get("SDXL_REFINER_FORGE_HOST_CACHE", "/var/tmp/sdxl-refiner-tests/forge-host")),
+    main=("https://github.com/lllyasviel/stable-diffusion-webui-forge.git", "dfdcbab685e57677014f05a3309b48cc87383167"),
+    repositories={
+        "huggingface_guess": ("https://github.com/lllyasviel/huggingface_guess.git",
+                              "84826248b49bb7ca754c73293299c4d4e23a548d"),
+        "stable-diffusion-webui-assets": PINNED_REPOSITORIES["stable-diffusion-webui-assets"],
+    },
+    # Forge's backend ignores --use-cpu and the precision flags: it computes in what it picks for the device
+    launch_flags=("--skip-prepare-environment", "--skip-torch-cuda-test", "--skip-version-check",
+                  "--no-download-sd-model", "--always-cpu", "--api"),
+    # sd_model_checkpoint is the same option in Forge (its main_entry reads and sets it); without
+    # forge_preset it starts in its "sd" preset, whose UI defaults are SD 1.5's
+    config={**CONFIG, "sd_model_checkpoint": "tiny-forge-base.safetensors", "forge_preset": "xl"},
+    # its soft-inpainting script imports joblib, which its requirements omit; `clip` is imported only
+    # by the CLIP interrogator (k-diffusion is vendored), so clip-anytorch is not needed
+    extra_requirements=("joblib",),
+    checkpoint_script="make_forge_checkpoints.py",
+    script_flag="--forge",
+)
+KINDS = {"webui": WEBUI_KIND, "forge": FORGE}
+
+
 def to_stderr(line: str) -> None:
     """Progress goes to stderr: ``build`` prints the host's folder alone on stdout, for scripts."""
     print(line, file=sys.stderr, flush=True)
@@ -88,54 +143,58 @@ class Install:
     """Where a built host lives: the WebUI folder and the virtual environment it runs in."""
 
     root: Path
+    kind: HostKind = WEBUI_KIND
 
     @property
     def webui(self) -> Path:
-        return self.root / FOLDER
+        return self.root / self.kind.folder
 
     @property
     def python(self) -> Path:
         return self.root / "venv" / "bin" / "python"
 
 
-def build(root: Path = CACHE, archive: Path = ARCHIVE, log: Log = to_stderr) -> Install:
+def build(root: Path | None = None, archive: Path | None = None, log: Log = to_stderr,
+          kind: HostKind = WEBUI_KIND) -> Install:
     """Makes (or brings up to date) the host under ``root``; every step is skipped when done."""
-    install = Install(root)
+    root = root or kind.cache
+    archive = archive or kind.archive
+    install = Install(root, kind)
     hidden = [part for part in install.webui.absolute().parts if part.startswith(".")]
     if hidden:
         raise ValueError(f"the WebUI cannot live in {install.webui}: gradio serves no file below a folder "
-                         f"whose name starts with a dot ({hidden[0]}); choose another SDXL_REFINER_HOST_CACHE")
+                         f"whose name starts with a dot ({hidden[0]}); choose another {kind.cache_variable}")
     root.mkdir(parents=True, exist_ok=True)
     if not (install.webui / "launch.py").exists():
-        unpack(archive, root, log) if archive.exists() else clone(install.webui, log)
+        unpack(archive, root, log, kind.folder) if archive.exists() else clone(install.webui, log, kind)
     install_requirements(install, log)
     write_checkpoints(install, log)
     link_extension(install.webui, REPOSITORY)
     return install
 
 
-def unpack(archive: Path, root: Path, log: Log) -> None:
+def unpack(archive: Path, root: Path, log: Log, folder: str = FOLDER) -> None:
     log(f"host: unpacking {archive}")
-    partial = root / (FOLDER + ".partial")
+    partial = root / (folder + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir()
     with tarfile.open(archive) as tar:
         tar.extractall(partial, filter="data")
-    (partial / FOLDER).rename(root / FOLDER)
+    (partial / folder).rename(root / folder)
     partial.rmdir()
 
 
-def clone(webui: Path, log: Log) -> None:
-    log(f"host: no {ARCHIVE.name}; cloning the pinned commits")
-    partial = webui.with_name(FOLDER + ".partial")
+def clone(webui: Path, log: Log, kind: HostKind = WEBUI_KIND) -> None:
+    log(f"host: no {kind.archive.name}; cloning the pinned commits")
+    partial = webui.with_name(kind.folder + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     try:
-        checkout(*WEBUI, partial)
-        for name, (url, commit) in PINNED_REPOSITORIES.items():
+        checkout(*kind.main, partial)
+        for name, (url, commit) in kind.repositories.items():
             checkout(url, commit, partial / "repositories" / name)
     except (OSError, subprocess.CalledProcessError) as error:
         shutil.rmtree(partial, ignore_errors=True)
-        raise NoSources(f"neither {ARCHIVE} nor the network to clone the WebUI ({error})") from error
+        raise NoSources(f"neither {kind.archive} nor the network to clone {kind.name} ({error})") from error
     partial.rename(webui)
 
 
@@ -145,25 +204,25 @@ def checkout(url: str, commit: str, folder: Path) -> None:
         subprocess.run(["git", *command], cwd=folder, check=True, timeout=600, stdin=subprocess.DEVNULL)
 
 
-def requirements(webui: Path) -> list[str]:
+def requirements(webui: Path, extra: Sequence[str] = EXTRA_REQUIREMENTS) -> list[str]:
     """The WebUI's pinned list without torch and its setuptools pin, plus what its launcher adds."""
     wanted = []
     for line in (webui / "requirements_versions.txt").read_text().splitlines():
         requirement = line.split("#")[0].strip()
         if requirement and re.split(r"[=<>~!\[ ]", requirement)[0].lower() not in PROVIDED:
             wanted.append(requirement)
-    return [*wanted, *EXTRA_REQUIREMENTS]
+    return [*wanted, *extra]
 
 
 def install_requirements(install: Install, log: Log) -> None:
-    wanted = requirements(install.webui)
+    wanted = requirements(install.webui, install.kind.extra_requirements)
     stamp = install.root / "venv" / "sdxl-refiner-requirements.sha256"
     digest = hashlib.sha256("\n".join([*wanted, CONSTRAINTS]).encode()).hexdigest()
     if stamp.exists() and stamp.read_text() == digest:
         return
     if not install.python.exists():
         subprocess.run([sys.executable, "-m", "venv", str(install.root / "venv")], check=True)
-    log("host: installing the WebUI's requirements (a few minutes, once)")
+    log(f"host: installing {install.kind.name}'s requirements (a few minutes, once)")
     started = time.monotonic()
     (install.root / "constraints.txt").write_text(CONSTRAINTS)
     (install.root / "requirements.txt").write_text("\n".join(wanted) + "\n")
@@ -175,13 +234,14 @@ def install_requirements(install: Install, log: Log) -> None:
     log(f"host: requirements installed in {time.monotonic() - started:.0f} s")
 
 
-def quietly(command: list[str], env: dict[str, str] | None = None) -> None:
+def quietly(command: list[str], env: dict[str, str] | None = None) -> str:
     """pip's warnings fill a CI log by the hundred (and the WebUI's imports add more): the output
-    is shown only when the command fails."""
+    is shown only when the command fails. Returns its stdout, for a summary line."""
     done = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
     if done.returncode:
         sys.stderr.write(done.stdout[-6000:] + done.stderr[-6000:])
         raise subprocess.CalledProcessError(done.returncode, command)
+    return done.stdout
 
 
 def write_checkpoints(install: Install, log: Log) -> None:
@@ -189,10 +249,11 @@ def write_checkpoints(install: Install, log: Log) -> None:
     WebUI's cached hashes stay valid, and a changed generator reaches the next run."""
     models = install.webui / "models" / "Stable-diffusion"
     models.mkdir(parents=True, exist_ok=True)
-    script = REPOSITORY / "tests" / "live" / "make_tiny_checkpoints.py"
-    quietly([str(install.python), str(script), str(models), "--webui", str(install.webui)],
-            env={**os.environ, **OFFLINE_ENV})
-    log(f"host: tiny checkpoints in {models}")
+    script = REPOSITORY / "tests" / "live" / install.kind.checkpoint_script
+    output = quietly([str(install.python), str(script), str(models), install.kind.script_flag, str(install.webui)],
+                     env={**os.environ, **OFFLINE_ENV})
+    summary = [line for line in output.splitlines() if line.startswith("Forge checkpoints")]
+    log(f"host: {summary[-1]}" if summary else f"host: tiny checkpoints in {models}")
 
 
 def link_extension(webui: Path, checkout_folder: Path) -> None:
@@ -232,12 +293,12 @@ def started(install: Install, flags: Sequence[str] = (), timeout: float = 300.0,
 
 def start(install: Install, flags: Sequence[str] = (), timeout: float = 300.0, log: Log = to_stderr) -> Running:
     """Starts from a fresh ``config.json`` so that no earlier run's options leak into this one."""
-    (install.webui / "config.json").write_text(json.dumps(CONFIG))
+    (install.webui / "config.json").write_text(json.dumps(install.kind.config))
     port = free_port()
     console = install.root / f"console-{port}.log"
-    command = [str(install.python), "launch.py", *LAUNCH_FLAGS, *flags, "--server-name", "127.0.0.1",
+    command = [str(install.python), "launch.py", *install.kind.launch_flags, *flags, "--server-name", "127.0.0.1",
                "--port", str(port)]
-    log(f"host: starting the WebUI on port {port} {' '.join(flags)}".rstrip())
+    log(f"host: starting {install.kind.name} on port {port} {' '.join(flags)}".rstrip())
     with console.open("wb") as output:
         process = subprocess.Popen(command, cwd=install.webui, stdout=output, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, env={**os.environ, **OFFLINE_ENV},
@@ -283,15 +344,18 @@ def console_tail(running: Running, characters: int = 6000) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="A real WebUI 1.10.1 for the live tests.")
+    parser = argparse.ArgumentParser(description="A real WebUI 1.10.1 (or Forge 2) for the live tests.")
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("build", help="build the host (cached) and print its WebUI folder")
+    built = commands.add_parser("build", help="build the host (cached) and print its folder")
     run = commands.add_parser("run", help="build, start, run a command with WEBUI_URL set, stop")
+    for command in (built, run):
+        command.add_argument("--host", choices=sorted(KINDS), default="webui", help="which host (default: webui)")
+        command.add_argument("--forge", dest="host", action="store_const", const="forge", help="the same as --host forge")
     run.add_argument("--flag", action="append", default=[], help="an extra WebUI flag, e.g. --medvram")
     run.add_argument("cmd", nargs=argparse.REMAINDER)
     arguments = parser.parse_args(argv)
     try:
-        install = build()
+        install = build(kind=KINDS[arguments.host])
     except NoSources as error:
         print(f"host: {error}", file=sys.stderr)
         return NO_SOURCES
@@ -301,7 +365,8 @@ def main(argv: list[str] | None = None) -> int:
     cmd = [part for part in arguments.cmd if part != "--"] or ["sleep", "infinity"]
     with started(install, arguments.flag) as running:
         print(f"host: serving at {running.url}; console: {running.log}")
-        environment = {**os.environ, "WEBUI_URL": running.url, "WEBUI_CONSOLE": str(running.log)}
+        environment = {**os.environ, "WEBUI_URL": running.url, "WEBUI_CONSOLE": str(running.log),
+                       "WEBUI_PID": str(running.process.pid)}
         return subprocess.run(cmd, env=environment, check=False).returncode
 
 

@@ -53,7 +53,8 @@ def forge_host() -> Iterator[ForgeHost]:
     root = os.environ.get("SDXL_REFINER_FORGE_HOST")
     url = os.environ.get("FORGE_URL")
     if not root and not url:
-        pytest.skip("no Forge to test against: set FORGE_URL, or SDXL_REFINER_FORGE_HOST (see tests/live/README.md)")
+        pytest.skip("no Forge to test against: set SDXL_REFINER_FORGE_HOST to the folder that "
+                    "`python -m tests.live.host build --forge` prints, or FORGE_URL to a running Forge")
     console = os.environ.get("FORGE_CONSOLE")
     managed = ForgeHost(host.Install(Path(root), host.FORGE) if root else None, None if root else url,
                         Path(console) if console else None)

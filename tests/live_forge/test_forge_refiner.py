@@ -90,10 +90,12 @@ HIRES = {"enable_hr": True, "hr_scale": 2, "hr_upscaler": "Latent", "hr_second_p
          "denoising_strength": 0.5, "hr_additional_modules": ["Use same choices"]}
 
 
-def test_hires_fix_keeps_the_copy_identity_and_refines_both_passes(forge_api):
-    base_only = forge_api.txt2img(**on_base(**HIRES))
-    copy = forge_api.txt2img(**on_base(**HIRES), refiner=ours(FORGE_BASE_COPY, 50, hires_pass="both"))
-    refined = forge_api.txt2img(**on_base(**HIRES), refiner=ours(FORGE_REFINER, 50, hires_pass="both"))
+@pytest.mark.parametrize("hr_cfg", [1.0, 5.0], ids=["hires CFG 1: no uncond", "hires CFG 5"])
+def test_hires_fix_keeps_the_copy_identity_and_refines_both_passes(forge_api, hr_cfg):
+    fields = on_base(**HIRES, hr_cfg=hr_cfg)
+    base_only = forge_api.txt2img(**fields)
+    copy = forge_api.txt2img(**fields, refiner=ours(FORGE_BASE_COPY, 50, hires_pass="both"))
+    refined = forge_api.txt2img(**fields, refiner=ours(FORGE_REFINER, 50, hires_pass="both"))
     assert pixels(copy) == pixels(base_only)
     assert pixels(refined) != pixels(base_only)
     text = infotext(refined)
@@ -124,7 +126,7 @@ def test_the_infotext_reads_back_through_png_info(forge_api):
         (ours("no-such-refiner.safetensors", 20), "is not in the WebUI's checkpoint list"),
         (ours(FORGE_REFINER, 150), "'steps_percent' must be a number from 0 to 100"),
         (ours(FORGE_REFINER, 30, start_step=3), "give only one of 'steps_percent', 'start_step'"),
-        (ours(FORGE_BASE, 20), "needs an SDXL base model") if False else (ours("", 20), "no refiner checkpoint is chosen"),
+        (ours("", 20), "'checkpoint' is empty while the refiner is enabled"),
     ],
 )
 def test_bad_input_is_refused_with_a_message_and_the_next_generation_is_unchanged(forge_api, refiner, expected):

@@ -14,9 +14,8 @@ import tarfile
 import types
 from pathlib import Path
 
-from tests.support.host_sources import SOURCES
+from tests.support.host_sources import FORGE_ARCHIVE
 
-FORGE_ARCHIVE = SOURCES / "forge-dfdcbab.tar.gz"
 FOLDER = "forge-dfdcbab/"
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "sdxl-refiner-tests" / "forge-modules"
 
