@@ -93,7 +93,7 @@ def test_conds_of_other_lengths_still_batch_as_forge_batches_them(condition):
 
 
 def test_base_calls_are_handed_on_untouched(condition):
-    route = RefinerRoute(model=Kmodel("base"), spec=REFINER)
+    route = RefinerRoute(model=Kmodel("base"), scores=(6.0, 2.5), spec=REFINER)
     modifier = conditioning_modifier(route)
     cond = condition.compile_conditions(base_cond(1, 77, 5))
     uncond = condition.compile_conditions(base_cond(1, 77, 6))
@@ -143,12 +143,12 @@ def test_a_base_type_refiner_takes_the_base_conds_unchanged(condition):
 
 def test_the_modifier_survives_the_patchers_deep_copy_as_itself():
     """``UnetPatcher.clone`` deep-copies model options: a bound method would carry a copy of its route."""
-    route = RefinerRoute(model=Kmodel("base"), spec=REFINER)
+    route = RefinerRoute(model=Kmodel("base"), scores=(6.0, 2.5), spec=REFINER)
     modifier = conditioning_modifier(route)
     options = copy.deepcopy({"conditioning_modifiers": [modifier]})
     assert options["conditioning_modifiers"][0] is modifier
 
 
 def test_a_route_without_a_running_pass_is_on_the_base():
-    route = RefinerRoute(model=Kmodel("base"), spec=REFINER)
+    route = RefinerRoute(model=Kmodel("base"), scores=(6.0, 2.5), spec=REFINER)
     assert not route.on_refiner

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from sdxl_refiner.errors import SettingsError
 from sdxl_refiner.forge import loading as forge_loading
+from sdxl_refiner.forge.own_text import FORGE_SLOT
 from sdxl_refiner.forge.routing import RefinerRoute, conditioning_modifier
 from sdxl_refiner.handoff import UNetSlot, route_model, unet_handoff
 from sdxl_refiner.refiner_noise import with_refiner_noise
@@ -21,9 +22,6 @@ from sdxl_refiner.webui import generation, loading, samplers
 from sdxl_refiner.webui.run_state import ActivePass, RefinerRun
 
 BUILTIN_OFF_NOTE = "Forge's built-in refiner was turned off for this generation (SDXL Refiner runs instead)"
-OWN_TEXT_REFUSAL = (
-    "Forge builds no second text encoder for a refiner; prompts can only be sliced from the base's conds"
-)
 
 
 def register_callbacks() -> None:
@@ -37,17 +35,11 @@ def prepare(p, settings: Settings | SettingsError) -> None:
 
 def _prepare(p, run: RefinerRun) -> None:
     forge_loading.require_sdxl_base(p.sd_model)
-    webui_info = loading.resolve_checkpoint(run.settings.checkpoint)
-    run.checkpoint_info = webui_info
-    run.checkpoint_path = str(webui_info.filename)
-    info = loading.classify_refiner(webui_info)
+    webui_info, info = generation.classified_refiner(run)
     forge_loading.refuse_other_prediction(run.checkpoint_path, webui_info.title)
     run.checkpoint_title = loading.hashed_short_title(webui_info)
     run.spec = forge_loading.cond_spec(info)
-    base_path = str(p.sd_model.sd_checkpoint_info.filename)
-    if not loading.text_encoders_match(base_path, run.checkpoint_path, run.spec.kind, loading.resources().encoder_checks):
-        names = (p.sd_model.sd_checkpoint_info.name, webui_info.name)
-        raise loading.text_encoder_refused(*names, OWN_TEXT_REFUSAL)
+    generation.choose_text_encoder(p, run, FORGE_SLOT)
     generation.turn_builtin_refiner_off(p, run, BUILTIN_OFF_NOTE)
     run.refiner_patcher = forge_loading.refiner_patcher(run.checkpoint_path)
 
@@ -59,11 +51,10 @@ def before_sampling(p, *, x, noise, c, uc) -> None:
     if run is None:
         return
     if run.error is None:
-        route = RefinerRoute(
-            model=None, scores=(run.settings.aesthetic_score, run.settings.negative_aesthetic_score), spec=run.spec
-        )
         unet = p.sd_model.forge_objects.unet.clone()
-        route.model = unet.model
+        route = RefinerRoute(
+            model=unet.model, scores=(run.settings.aesthetic_score, run.settings.negative_aesthetic_score), spec=run.spec
+        )
         unet.add_conditioning_modifier(conditioning_modifier(route))
         unet.add_extra_model_patcher_during_sampling(run.refiner_patcher)
         p.sd_model.forge_objects.unet = unet

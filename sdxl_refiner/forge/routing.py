@@ -27,9 +27,10 @@ class RefinerRoute:
     runs (the sampler's call), and cleared when it ends; without it every call stays on the base."""
 
     model: Any
-    handoff: Handoff | None = None
-    scores: tuple[float, float] = (6.0, 2.5)
+    # (cond, uncond): the aesthetic scores of the run's settings
+    scores: tuple[float, float]
     spec: RefinerCondSpec | None = None
+    handoff: Handoff | None = None
 
     @property
     def on_refiner(self) -> bool:

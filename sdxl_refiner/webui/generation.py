@@ -66,23 +66,35 @@ def for_users(p, run: RefinerRun, error: RefinerError) -> RefinerError:
 
 def _prepare(p, run: RefinerRun) -> None:
     loading.require_sdxl_base(p.sd_model)
-    webui_info = loading.resolve_checkpoint(run.settings.checkpoint)
-    run.checkpoint_info = webui_info
-    run.checkpoint_path = str(webui_info.filename)
-    info = loading.classify_refiner(webui_info)
+    webui_info, info = classified_refiner(run)
     host_config = loading.unet_config_for(webui_info, info)
     run.checkpoint_title = loading.hashed_short_title(webui_info)
     run.spec = loading.cond_spec(p.sd_model, info)
-    base_path = str(p.sd_model.sd_checkpoint_info.filename)
-    if not loading.text_encoders_match(base_path, run.checkpoint_path, run.spec.kind, loading.resources().encoder_checks):
-        run.own_text = _own_text_encoder(p.sd_model, run)
+    choose_text_encoder(p, run, own_text.WEBUI_SLOT)
     turn_builtin_refiner_off(p, run)
     refiner_bytes = int(info.path.stat().st_size)
     run.placement = loading.placement(refiner_bytes)
     run.pending = loading.start_loading(run.checkpoint_path, run.placement, host_config)
 
 
-def _own_text_encoder(sd_model, run: RefinerRun) -> own_text.OwnTextEncoder:
+def classified_refiner(run: RefinerRun) -> tuple:
+    """The chosen checkpoint, found in the host's list and recorded on the run (so that any later
+    refusal names it), then classified from its header: ``(host_info, info)``."""
+    webui_info = loading.resolve_checkpoint(run.settings.checkpoint)
+    run.checkpoint_info = webui_info
+    run.checkpoint_path = str(webui_info.filename)
+    return webui_info, loading.classify_refiner(webui_info)
+
+
+def choose_text_encoder(p, run: RefinerRun, slot: own_text.EncoderSlot) -> None:
+    """The base's conds are sliced when the two bigG encoders are the same tensors; otherwise the
+    prompts are encoded again with the refiner's own, in the host's module ``slot`` names."""
+    base_path = str(p.sd_model.sd_checkpoint_info.filename)
+    if not loading.text_encoders_match(base_path, run.checkpoint_path, run.spec.kind, loading.resources().encoder_checks):
+        run.own_text = own_text_encoder(p.sd_model, run, slot)
+
+
+def own_text_encoder(sd_model, run: RefinerRun, slot: own_text.EncoderSlot) -> own_text.OwnTextEncoder:
     """The refiner's own encoder, to encode the prompts with when it is not the base's."""
     path = run.checkpoint_path
     names = (sd_model.sd_checkpoint_info.name, run.checkpoint_info.name)
@@ -93,13 +105,13 @@ def _own_text_encoder(sd_model, run: RefinerRun) -> own_text.OwnTextEncoder:
     found = loading.resources().own_encoders
     identity = file_identity(path)
     if identity not in found:
-        tensors = own_text.refiner_encoder_tensors(path)
-        if not own_text.fits(own_text.second_text_encoder(sd_model), tensors):
+        tensors = slot.read(path)
+        if not slot.fits(sd_model, tensors):
             raise loading.text_encoder_refused(
                 *names, "its OpenCLIP encoder does not have the base's architecture to run in its place"
             )
         found.clear()
-        found[identity] = own_text.OwnTextEncoder(path, tensors)
+        found[identity] = own_text.OwnTextEncoder(path, tensors, slot)
     run.notes.append("prompts encoded with the refiner's own text encoder")
     return found[identity]
 

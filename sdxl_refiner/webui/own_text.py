@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from safetensors import safe_open
@@ -44,7 +47,7 @@ def refiner_encoder_tensors(path: str) -> dict[str, torch.Tensor]:
         }
 
 
-def _file_key(module_key: str) -> str:
+def file_key(module_key: str) -> str:
     """The WebUI wraps layers it hijacks (``token_embedding`` becomes ``EmbeddingsWithFixes`` with a
     ``wrapped`` child): the checkpoint names the layer without that step."""
     return re.sub(r"(^|\.)wrapped\.", r"\1", module_key)
@@ -53,7 +56,7 @@ def _file_key(module_key: str) -> str:
 def fits(module: torch.nn.Module | None, tensors: dict[str, torch.Tensor]) -> bool:
     if module is None or not tensors:
         return False
-    own = {_file_key(key): value for key, value in module.state_dict(keep_vars=True).items()}
+    own = {file_key(key): value for key, value in module.state_dict(keep_vars=True).items()}
     return own.keys() == tensors.keys() and all(own[k].shape == tensors[k].shape for k in own)
 
 
@@ -69,7 +72,7 @@ def refiner_encoder_in(sd_model, module: torch.nn.Module, tensors: dict[str, tor
     low_vram = bool(getattr(sd_model, "lowvram", False))
     current = module.state_dict(keep_vars=True)
     placed = {
-        name: tensors[_file_key(name)].to(device=value.device, dtype=value.dtype) for name, value in current.items()
+        name: tensors[file_key(name)].to(device=value.device, dtype=value.dtype) for name, value in current.items()
     }
     if low_vram:
         lowvram.send_everything_to_cpu()
@@ -81,12 +84,34 @@ def refiner_encoder_in(sd_model, module: torch.nn.Module, tensors: dict[str, tor
                 lowvram.send_everything_to_cpu()
 
 
+def _in_the_webui(sd_model, tensors: dict[str, torch.Tensor]) -> AbstractContextManager:
+    return refiner_encoder_in(sd_model, second_text_encoder(sd_model), tensors)
+
+
+@dataclass(frozen=True)
+class EncoderSlot:
+    """Where a host keeps the base's OpenCLIP encoder: how the refiner's weights are read for it,
+    checked against it and pointed into it. The prompt machinery around it is the host's own."""
+
+    read: Callable[[str], dict[str, torch.Tensor]]
+    fits: Callable[[Any, dict[str, torch.Tensor]], bool]
+    swapped_in: Callable[[Any, dict[str, torch.Tensor]], AbstractContextManager]
+
+
+WEBUI_SLOT = EncoderSlot(
+    read=refiner_encoder_tensors,
+    fits=lambda sd_model, tensors: fits(second_text_encoder(sd_model), tensors),
+    swapped_in=_in_the_webui,
+)
+
+
 class OwnTextEncoder:
     """The refiner's encoder weights (read once per file) and the conds encoded with them."""
 
-    def __init__(self, path: str, tensors: dict[str, torch.Tensor]):
+    def __init__(self, path: str, tensors: dict[str, torch.Tensor], slot: EncoderSlot = WEBUI_SLOT):
         self.identity = file_identity(path)
         self.tensors = tensors
+        self.slot = slot
         self.conds: OrderedDict[tuple, tuple] = OrderedDict()
 
     def encode(self, job: PromptJob) -> tuple:
@@ -97,8 +122,7 @@ class OwnTextEncoder:
         if key in self.conds:
             self.conds.move_to_end(key)
             return self.conds[key]
-        module = second_text_encoder(shared.sd_model)
-        with refiner_encoder_in(shared.sd_model, module, self.tensors):
+        with self.slot.swapped_in(shared.sd_model, self.tensors):
             self.conds[key] = prompts.encode(shared.sd_model, job)
         while len(self.conds) > CACHED_PROMPTS:
             self.conds.popitem(last=False)

@@ -20,7 +20,9 @@ the UNet's output depends on its input and images are neither flat nor infinite)
 - ``tiny-forge-base-copy.safetensors``: the same bytes under another name (a real copy);
 - ``tiny-forge-refiner.safetensors``: a refiner-type model whose UNet is bfloat16 (another dtype
   than the base's) and whose OpenCLIP bigG encoder and VAE are the base's float16 tensors, as in
-  the released pair (about 1.9 GB).
+  the released pair (about 1.9 GB);
+- ``tiny-forge-refiner-own-text.safetensors``: that refiner with an OpenCLIP bigG of its own
+  (drawn last, so the other files' bytes do not depend on it).
 
 Reruns are fast and leave the files alone: a stamp of the recipe (this script, the shape tables,
 Forge's UNet source, torch's version) skips the work when nothing changed, and a regenerated file
@@ -43,6 +45,8 @@ from typing import Any
 SEED = 20251205
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"  # the released shape tables, in this checkout
 BASE, COPY, REFINER = "tiny-forge-base.safetensors", "tiny-forge-base-copy.safetensors", "tiny-forge-refiner.safetensors"
+OWN_TEXT = "tiny-forge-refiner-own-text.safetensors"
+NAMES = (BASE, COPY, REFINER, OWN_TEXT)
 STAMP = "tiny-forge-checkpoints.json"
 UNET_PREFIX = "model.diffusion_model."
 BASE_BIGG, REFINER_BIGG = "conditioner.embedders.1.model.", "conditioner.embedders.0.model."
@@ -147,6 +151,14 @@ def refiner_checkpoint(base: dict[str, Any], generator: Any) -> dict[str, Any]:
     return {**shared, **random_tensors(unet_shapes(REFINER_UNET), torch.bfloat16, generator)}
 
 
+def with_own_text_encoder(refiner: dict[str, Any], generator: Any) -> dict[str, Any]:
+    """The refiner with a bigG of its own: Forge's built-in refiner then encodes with it, and ours must too."""
+    import torch
+
+    own = {key: tuple(value.shape) for key, value in refiner.items() if key.startswith(REFINER_BIGG)}
+    return {**refiner, **random_tensors(own, torch.float16, generator)}
+
+
 def replace_unless_same(partial: Path, path: Path) -> bool:
     """Keeps an existing file whose bytes are equal (its mtime, and so Forge's hash cache, too)."""
     if path.is_file() and filecmp.cmp(partial, path, shallow=False):
@@ -180,21 +192,24 @@ def up_to_date(models: Path, stamp: str) -> bool:
         return False
     sizes = recorded.get("sizes", {})
     return recorded.get("stamp") == stamp and all(
-        (models / name).is_file() and (models / name).stat().st_size == sizes.get(name) for name in (BASE, COPY, REFINER))
+        (models / name).is_file() and (models / name).stat().st_size == sizes.get(name) for name in NAMES)
 
 
 def make(models: Path, stamp: str) -> list[str]:
-    """Makes the three files; returns the names whose bytes changed."""
+    """Makes the four files; returns the names whose bytes changed."""
     import torch
 
     generator = torch.Generator().manual_seed(SEED)
     base = base_checkpoint(generator)
     refiner = refiner_checkpoint(base, generator)
     written = [name for name, tensors in ((BASE, base), (REFINER, refiner)) if write(models / name, tensors)]
-    del base, refiner
+    del base
+    if write(models / OWN_TEXT, with_own_text_encoder(refiner, generator)):
+        written.append(OWN_TEXT)
+    del refiner
     if copy(models / BASE, models / COPY):
         written.append(COPY)
-    sizes = {name: (models / name).stat().st_size for name in (BASE, COPY, REFINER)}
+    sizes = {name: (models / name).stat().st_size for name in NAMES}
     (models / STAMP).write_text(json.dumps({"stamp": stamp, "seed": SEED, "sizes": sizes}, indent=1))
     return written
 
@@ -211,7 +226,7 @@ def main() -> int:
     models.mkdir(parents=True, exist_ok=True)
     stamp = recipe_stamp(forge)
     written = [] if up_to_date(models, stamp) else make(models, stamp)
-    sizes = {name: f"{(models / name).stat().st_size / 2**30:.2f} GiB" for name in (BASE, COPY, REFINER)}
+    sizes = {name: f"{(models / name).stat().st_size / 2**30:.2f} GiB" for name in NAMES}
     print(f"Forge checkpoints in {models}: {sizes}; written: {', '.join(written) or 'none (unchanged)'}; "
           f"{time.monotonic() - started:.0f} s")
     return 0

@@ -9,7 +9,6 @@ axes in the page's own config, and no script errors on the page. With
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,11 +22,10 @@ from sdxl_refiner.webui.xyz import (
     AXIS_NOISE_MULTIPLIER,
     AXIS_STEPS_PERCENT,
 )
+from tests.live.browser import Page, launched_chromium
 from tests.live.webui_api import BASE, REFINER, WebUIApi, ours
 
 pytestmark = pytest.mark.live
-CHROMIUM = os.environ.get("SDXL_REFINER_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-TIMEOUT_MS = 60_000
 # The WebUI's own page errors, each seen with this extension disabled (--disable-extra-extensions):
 # gradio 3.41's Blocks throws this whenever the txt2img width or height changes.
 HOST_ERRORS = (("Cannot read properties of undefined (reading 'props')", "/assets/Blocks-"),)
@@ -35,91 +33,12 @@ HOST_ERRORS = (("Cannot read properties of undefined (reading 'props')", "/asset
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (requirements-dev.txt)")
-    if CHROMIUM is None:
-        pytest.skip("no chromium on this machine (apt-get install chromium, or set SDXL_REFINER_CHROMIUM)")
-    with sync_api.sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            yield launched
-        finally:
-            launched.close()
-
-
-class Page:
-    """One WebUI page, with every script error and console error it reports kept for the end."""
-
-    def __init__(self, browser: object, url: str):
-        self.page = browser.new_page(viewport={"width": 1400, "height": 1600})
-        self.page.set_default_timeout(TIMEOUT_MS)
-        self.errors: list[str] = []
-        self.origin = url.rstrip("/")
-        self.page.on("pageerror", self._page_error)
-        self.page.on("console", self._console)
-        self.page.goto(url)
-        self.page.wait_for_selector(f"#{ELEM_PREFIX}_txt2img", state="attached")
-        self.page.wait_for_function("() => typeof gradioApp === 'function' && gradioApp().querySelector('#txt2img_generate')")
-
-    def _page_error(self, error: object) -> None:
-        if not any(error.message == message and place in (error.stack or "") for message, place in HOST_ERRORS):
-            self.errors.append(f"page error: {error}\n{error.stack}")
-
-    def _console(self, message: object) -> None:
-        """Errors of the page itself; a resource from another host (gradio links a CDN script) cannot
-        load on an offline machine, and says nothing about the page."""
-        source = (message.location or {}).get("url", "")
-        if message.type == "error" and "favicon" not in message.text and not self._elsewhere(source):
-            self.errors.append(f"console error: {message.text} ({source})")
-
-    def _elsewhere(self, url: str) -> bool:
-        return url.startswith(("http://", "https://")) and not url.startswith(self.origin)
-
-    def tab(self, name: str) -> None:
-        self.page.locator("#tabs > .tab-nav > button", has_text=name).first.click()
-
-    def number(self, elem: str, value: float) -> None:
-        field = self.page.locator(f"#{elem} input[type=number]")
-        field.fill(str(value))
-        field.dispatch_event("input")
-        field.press("Tab")
-
-    def turn_on(self, tab: str) -> None:
-        if not self.page.locator(f"#{ELEM_PREFIX}_{tab}-checkbox input[type=checkbox]").is_checked():
-            self.page.locator(f"#{ELEM_PREFIX}_{tab} .label-wrap").first.click()
-        self.page.wait_for_function(
-            f"() => gradioApp().querySelector('#{ELEM_PREFIX}_{tab}-checkbox input[type=checkbox]').checked")
-
-    def split_line(self, tab: str) -> str:
-        return self.page.locator(f"#{elem_id(tab, 'split')}").inner_text()
-
-    def wait_for_split(self, tab: str, text: str) -> None:
-        self.page.wait_for_function(
-            "([id, text]) => (gradioApp().querySelector('#' + id) || {}).textContent.includes(text)",
-            arg=[elem_id(tab, "split"), text])
-
-    def send_to_txt2img(self, png: Path, has_our_keys: bool) -> None:
-        """PNG Info reads the file's infotext, and "Send to txt2img" pastes it; each wait ends when
-        the page shows this file's infotext, then when our toggle has followed it."""
-        expect = "" if has_our_keys else "!"
-        self.tab("PNG Info")
-        self.page.locator("#pnginfo_image input[type=file]").set_input_files(str(png))
-        self.page.wait_for_function(
-            f"() => {expect}gradioApp().querySelector('#tab_pnginfo').textContent.includes('SDXL Refiner')")
-        self.page.locator("#tab_pnginfo button", has_text="Send to txt2img").first.click()
-        self.page.wait_for_function(
-            f"() => {expect}gradioApp().querySelector('#{ELEM_PREFIX}_txt2img-checkbox input[type=checkbox]').checked")
-
-    def pick(self, elem: str, value: str) -> None:
-        """A gradio 3 dropdown: type into it and take the matching option."""
-        field = self.page.locator(f"#{elem} input")
-        field.click()
-        field.fill(value)
-        self.page.locator(f"#{elem} ul.options li", has_text=value).first.click()
+    yield from launched_chromium()
 
 
 @pytest.fixture
 def page(browser, api: WebUIApi) -> Iterator[Page]:
-    opened = Page(browser, api.url)
+    opened = Page(browser, api.url, HOST_ERRORS)
     yield opened
     assert not opened.errors, "\n".join(opened.errors)
     opened.page.close()

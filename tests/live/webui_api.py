@@ -19,6 +19,11 @@ REFINER_WRONG_CONFIG = os.environ.get(
     "SDXL_REFINER_LIVE_REFINER_WRONG_CONFIG", "tiny-sdxl-refiner-wrong-config.safetensors"
 )
 SD1 = "tiny-sd1.safetensors"
+# Forge 2's checkpoints (tests/live/make_forge_checkpoints.py): its loader wants full-size text encoders
+FORGE_BASE = "tiny-forge-base.safetensors"
+FORGE_BASE_COPY = "tiny-forge-base-copy.safetensors"
+FORGE_REFINER = "tiny-forge-refiner.safetensors"
+FORGE_REFINER_OWN_TEXT = "tiny-forge-refiner-own-text.safetensors"
 REFINER_FP16 = "tiny-sdxl-refiner-fp16.safetensors"
 REFINER_ROUNDED = "tiny-sdxl-refiner-rounded.safetensors"
 REFINER_SPACED = "sub folder/tiny sdxl refiner.safetensors"

@@ -15,11 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.live import host
-from tests.live.webui_api import WebUIApi
-
-FORGE_BASE = "tiny-forge-base.safetensors"
-FORGE_BASE_COPY = "tiny-forge-base-copy.safetensors"
-FORGE_REFINER = "tiny-forge-refiner.safetensors"
+from tests.live.webui_api import FORGE_BASE, FORGE_BASE_COPY, FORGE_REFINER, FORGE_REFINER_OWN_TEXT, WebUIApi
 
 
 class ForgeHost:
@@ -68,7 +64,7 @@ def forge_host() -> Iterator[ForgeHost]:
 def forge_api(forge_host: ForgeHost) -> WebUIApi:
     client = forge_host.api()
     titles = [model["title"] for model in client.call("/sdapi/v1/sd-models")]
-    for name in (FORGE_BASE, FORGE_BASE_COPY, FORGE_REFINER):
+    for name in (FORGE_BASE, FORGE_BASE_COPY, FORGE_REFINER, FORGE_REFINER_OWN_TEXT):
         if not any(name in title for title in titles):
             pytest.fail(f"checkpoint {name} is not in Forge's list (tests/live/make_forge_checkpoints.py writes it)")
     return client

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.live.webui_api import WebUIApi, pixels
-from tests.live_forge.conftest import FORGE_BASE, FORGE_BASE_COPY, FORGE_REFINER
+from tests.live.webui_api import FORGE_BASE, FORGE_BASE_COPY, FORGE_REFINER, WebUIApi, pixels
 
 pytestmark = pytest.mark.live
 

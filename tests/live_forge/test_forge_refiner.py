@@ -15,8 +15,17 @@ import time
 import pytest
 
 from sdxl_refiner.forge.generation import BUILTIN_OFF_NOTE
-from tests.live.webui_api import ApiError, infotext, ours, pixels, small_png
-from tests.live_forge.conftest import FORGE_BASE, FORGE_BASE_COPY, FORGE_REFINER
+from tests.live.webui_api import (
+    FORGE_BASE,
+    FORGE_BASE_COPY,
+    FORGE_REFINER,
+    FORGE_REFINER_OWN_TEXT,
+    ApiError,
+    infotext,
+    ours,
+    pixels,
+    small_png,
+)
 
 pytestmark = pytest.mark.live
 
@@ -56,6 +65,19 @@ def test_the_refiner_changes_the_image_and_equals_forges_own_refiner_switching_a
     assert pixels(refined) != pixels(base_only)
     assert pixels(refined) == pixels(builtin)
     assert "SDXL Refiner split: base 4 / refiner 4" in infotext(refined)
+
+
+def test_a_refiner_with_its_own_text_encoder_encodes_with_it_as_forges_own_refiner_does(forge_api):
+    base_only = forge_api.txt2img(**on_base())
+    sliced = forge_api.txt2img(**on_base(), refiner=ours(FORGE_REFINER, 50))
+    own = forge_api.txt2img(**on_base(), refiner=ours(FORGE_REFINER_OWN_TEXT, 50))
+    # Forge's refiner loads the whole file and encodes the prompts again with the refiner's bigG
+    builtin = forge_api.txt2img(**on_base(refiner_checkpoint=FORGE_REFINER_OWN_TEXT, refiner_switch_at=0.5))
+    after = forge_api.txt2img(**on_base())
+    assert pixels(own) != pixels(sliced)
+    assert pixels(own) == pixels(builtin)
+    assert "prompts encoded with the refiner's own text encoder" in infotext(own)
+    assert pixels(after) == pixels(base_only)
 
 
 def test_no_checkpoint_is_loaded_at_the_switch_or_for_the_next_image(forge_api, forge_console):

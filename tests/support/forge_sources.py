@@ -24,16 +24,32 @@ class ForgeUnavailable(RuntimeError):
     """The Forge source archive is not here."""
 
 
-def forge_module(relative: str) -> types.ModuleType:
-    """``backend/sampling/condition.py`` (say) of the pinned Forge, imported on its own."""
+def _unpacked(relative: str, wanted) -> Path:
+    """The members under ``relative`` that ``wanted(name)`` accepts, unpacked once into the cache."""
     target = CACHE / relative
-    if not target.is_file():
+    if not target.exists():
         if not FORGE_ARCHIVE.is_file():
             raise ForgeUnavailable(f"no Forge sources: {FORGE_ARCHIVE} is missing")
         with tarfile.open(FORGE_ARCHIVE) as archive:
-            member = archive.getmember(FOLDER + relative)
-            member.name = relative
-            archive.extract(member, CACHE, filter="data")
+            for member in archive.getmembers():
+                name = member.name.removeprefix(FOLDER)
+                if member.isfile() and wanted(name):
+                    member.name = name
+                    archive.extract(member, CACHE, filter="data")
+    return target
+
+
+def forge_package_root(package: str) -> Path:
+    """The folder to put on ``sys.path`` for a pure-Python package Forge vendors in ``repositories/``
+    (``huggingface_guess``, which needs only torch)."""
+    relative = f"repositories/{package}/{package}"
+    _unpacked(relative, lambda name: name.startswith(relative + "/") and name.endswith(".py"))
+    return CACHE / "repositories" / package
+
+
+def forge_module(relative: str) -> types.ModuleType:
+    """``backend/sampling/condition.py`` (say) of the pinned Forge, imported on its own."""
+    target = _unpacked(relative, lambda name: name == relative)
     name = "forge_" + relative.removesuffix(".py").replace("/", "_")
     spec = importlib.util.spec_from_file_location(name, target)
     module = importlib.util.module_from_spec(spec)
