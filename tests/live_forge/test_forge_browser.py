@@ -1,0 +1,64 @@
+"""The panel in Forge 2's own page (gradio 4), in a real browser (Debian's chromium, via Playwright).
+
+What the API cannot show: that the panel is built and works under gradio 4 in both tabs (the
+toggle, the split line our javascript keeps in step with the sliders, the checkpoint dropdown), a
+generation started from the page, and no script errors on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from sdxl_refiner.webui.ui import ELEM_PREFIX, elem_id
+from tests.live.browser import Page, launched_chromium
+from tests.live.webui_api import FORGE_BASE, FORGE_REFINER, WebUIApi
+
+pytestmark = pytest.mark.live
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    yield from launched_chromium()
+
+
+@pytest.fixture
+def page(browser, forge_api: WebUIApi) -> Iterator[Page]:
+    opened = Page(browser, forge_api.url)
+    yield opened
+    assert not opened.errors, "\n".join(opened.errors)
+    opened.page.close()
+
+
+def test_the_panel_is_in_both_tabs_and_the_split_line_follows_steps_and_denoising(page):
+    page.turn_on("txt2img")
+    assert page.page.locator(f"#{ELEM_PREFIX}_txt2img-visible-checkbox").is_checked()
+    page.number("txt2img_steps", 30)
+    page.wait_for_split("txt2img", "Base: steps 1–24 · Refiner: steps 25–30")
+    page.number(elem_id("txt2img", "steps_percent"), 10)
+    page.wait_for_split("txt2img", "Base: steps 1–27 · Refiner: steps 28–30")
+
+    page.tab("Img2img")
+    page.turn_on("img2img")
+    page.number("img2img_steps", 30)
+    page.number("img2img_denoising_strength", 0.5)
+    # img2img runs int(0.5 · 30) + 1 = 16 steps; the refiner takes floor(16 · 0.2 + 0.5) = 3 of them
+    page.wait_for_split("img2img", "Base: steps 1–13 · Refiner: steps 14–16")
+
+
+def test_a_generation_from_the_page_runs_the_refiner_and_the_info_says_so(page, forge_api):
+    page.turn_on("txt2img")
+    page.pick(elem_id("txt2img", "checkpoint"), FORGE_REFINER)
+    for elem, value in (("txt2img_steps", 8), ("txt2img_width", 64), ("txt2img_height", 64),
+                        (elem_id("txt2img", "steps_percent"), 25)):
+        page.number(elem, value)
+    page.page.locator("#txt2img_prompt textarea").fill("a red fox in the snow")
+    page.page.locator("#txt2img_generate").click()
+    page.page.wait_for_function(
+        "() => (gradioApp().querySelector('#html_info_txt2img') || {}).textContent.includes('SDXL Refiner split')")
+    info = page.page.locator("#html_info_txt2img").first.inner_text()
+    assert "SDXL Refiner split: base 6 / refiner 2" in info
+    assert "SDXL Refiner steps: 25%" in info
+    assert FORGE_REFINER.removesuffix(".safetensors") in info
+    assert FORGE_BASE in forge_api.call("/sdapi/v1/options")["sd_model_checkpoint"]
