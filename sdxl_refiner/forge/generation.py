@@ -18,7 +18,7 @@ from sdxl_refiner.forge.routing import RefinerRoute, conditioning_modifier
 from sdxl_refiner.handoff import UNetSlot, route_model, unet_handoff
 from sdxl_refiner.refiner_noise import with_refiner_noise
 from sdxl_refiner.settings import Settings
-from sdxl_refiner.webui import generation, loading, samplers
+from sdxl_refiner.webui import generation, loading, prompts, samplers
 from sdxl_refiner.webui.run_state import ActivePass, RefinerRun
 
 BUILTIN_OFF_NOTE = "Forge's built-in refiner was turned off for this generation (SDXL Refiner runs instead)"
@@ -51,6 +51,9 @@ def before_sampling(p, *, x, noise, c, uc) -> None:
     if run is None:
         return
     if run.error is None:
+        # The refiner's own conds are encoded (and cached for the pass) now, before Forge loads the
+        # pass's UNets: loading the text encoders inside the loop could push those out again.
+        prompts.refiner_conds(p, run)
         unet = p.sd_model.forge_objects.unet.clone()
         route = RefinerRoute(
             model=unet.model, scores=(run.settings.aesthetic_score, run.settings.negative_aesthetic_score), spec=run.spec

@@ -80,6 +80,17 @@ def test_a_refiner_with_its_own_text_encoder_encodes_with_it_as_forges_own_refin
     assert pixels(after) == pixels(base_only)
 
 
+@pytest.mark.parametrize("refiner", [FORGE_REFINER, FORGE_REFINER_OWN_TEXT], ids=["sliced", "own text encoder"])
+def test_a_refiner_prompt_equal_to_the_main_one_changes_nothing_and_another_one_changes_the_image(forge_api, refiner):
+    fields = on_base(prompt="a red fox in the snow", negative_prompt="blurry")
+    plain = forge_api.txt2img(**fields, refiner=ours(refiner, 50))
+    same = forge_api.txt2img(**fields, refiner=ours(refiner, 50, prompt="a red fox in the snow", negative_prompt="blurry"))
+    other = forge_api.txt2img(**fields, refiner=ours(refiner, 50, prompt="film grain, pores"))
+    assert pixels(same) == pixels(plain)
+    assert pixels(other) != pixels(plain)
+    assert 'SDXL Refiner prompt: "film grain, pores"' in infotext(other)
+
+
 def test_no_checkpoint_is_loaded_at_the_switch_or_for_the_next_image(forge_api, forge_console):
     forge_api.txt2img(**on_base(), refiner=ours(FORGE_REFINER, 50))
     before = forge_console()
