@@ -7,17 +7,13 @@ the WebUI's; everything else is written once for both.
 from modules import scripts
 
 from sdxl_refiner.errors import SettingsError
-from sdxl_refiner.forge import running_in_forge
+from sdxl_refiner.forge import sampling_binding
 from sdxl_refiner.settings import from_ui_args
 from sdxl_refiner.webui import options, xyz
 from sdxl_refiner.webui.paste import paste_fields
 from sdxl_refiner.webui.ui import TITLE, UNSUPPORTED_HOST, build_panel, refining_supported
 
-if running_in_forge():
-    from sdxl_refiner.forge import generation
-else:
-    from sdxl_refiner.webui import generation
-
+generation = sampling_binding()
 generation.register_callbacks()
 options.register_callbacks()
 xyz.register_callbacks()

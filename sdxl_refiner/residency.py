@@ -9,7 +9,9 @@ that tests replace.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import enum
+import gc
 import os
 import threading
 from collections import OrderedDict
@@ -343,6 +345,18 @@ def release_pinned_memory() -> None:
         empty_host_cache()
 
 
+def return_freed_heap() -> None:
+    """glibc keeps freed blocks below its mmap threshold (which rises to 32 MiB as large blocks are
+    freed) in its arenas: after an unload, the free pages go back to the system. Elsewhere, nothing."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    trim = getattr(libc, "malloc_trim", None)
+    if trim is not None:
+        trim(0)
+
+
 def _dropped(request: _Request) -> None:
     """After a cached UNet is let go: its pinned RAM goes back to the system, not to torch's cache."""
     if request.pin_memory:
@@ -511,6 +525,8 @@ class RefinerCache:
             self._epoch += 1
         for request in dropped:
             _dropped(request)
+        gc.collect()  # a host's model objects may hold the UNet in reference cycles
+        return_freed_heap()
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             torch.cuda.empty_cache()
 

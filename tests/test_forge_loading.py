@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+import types
+
 import pytest
 from safetensors.torch import load_file, save_file
 
@@ -91,3 +94,77 @@ def test_an_epsilon_yaml_and_a_broken_yaml_are_not_refused(tmp_path):
     forge_loading.refuse_other_prediction(str(path), "refiner.safetensors")
     (tmp_path / "refiner.yaml").write_text("model: [unclosed")
     forge_loading.refuse_other_prediction(str(path), "refiner.safetensors")
+
+
+def test_a_yaml_with_the_sd2_style_v_parameterization_is_refused(tmp_path):
+    path = write_checkpoint(tmp_path / "refiner.safetensors", "refiner")
+    (tmp_path / "refiner.yaml").write_text("model:\n  params:\n    parameterization: v\n")
+    with pytest.raises(CheckpointError, match=r"refiner\.yaml: parameterization v"):
+        forge_loading.refuse_other_prediction(str(path), "refiner.safetensors")
+
+
+def test_every_marker_is_named_and_the_message_says_what_to_choose_instead(tmp_path):
+    path = write_checkpoint(tmp_path / "refiner.safetensors", "refiner")
+    tensors = load_file(str(path))
+    for marker in ("v_pred", "edm_mean"):
+        tensors[marker] = tensors[next(iter(tensors))][:1].clone()
+    save_file(tensors, str(path))
+    (tmp_path / "refiner.yaml").write_text(V_YAML)
+    with pytest.raises(CheckpointError) as raised:
+        forge_loading.refuse_other_prediction(str(path), "refiner.safetensors")
+    assert "(v_pred, edm_mean, refiner.yaml: parameterization v)" in str(raised.value)
+    assert str(raised.value).endswith("(the released SDXL refiner predicts epsilon).")
+
+
+def test_an_engine_without_checkpoint_info_is_still_refused_with_the_same_message():
+    engine = StableDiffusionXLRefiner()
+    del engine.sd_checkpoint_info
+    with pytest.raises(CheckpointError, match="but the loaded model is an SDXL refiner, which cannot compose"):
+        forge_loading.require_sdxl_base(engine)
+
+
+class Patcher:
+    """Stands for a Forge ``ModelPatcher``: its model, and the models it asks Forge to load with it."""
+
+    def __init__(self, model: object, extras: list | None = None):
+        self.model = model
+        self.extra_model_patchers_during_sampling = extras if extras is not None else []
+
+
+def forge_memory(monkeypatch, loaded: list[Patcher]) -> types.SimpleNamespace:
+    """Forge's ``current_loaded_models`` and ``unload_model_clones`` as in the pinned
+    ``backend/memory_management.py``: an entry goes when its patcher shares the given one's model."""
+    entries = [types.SimpleNamespace(model=patcher) for patcher in loaded]
+    unloaded: list[Patcher] = []
+
+    def unload_model_clones(patcher: Patcher) -> None:
+        for entry in [entry for entry in entries if entry.model.model is patcher.model]:
+            entries.remove(entry)
+            unloaded.append(entry.model)
+
+    memory = types.SimpleNamespace(current_loaded_models=entries, unload_model_clones=unload_model_clones,
+                                   unloaded=unloaded)
+    backend = types.ModuleType("backend")
+    backend.memory_management = memory
+    monkeypatch.setitem(sys.modules, "backend", backend)
+    monkeypatch.setitem(sys.modules, "backend.memory_management", memory)
+    return memory
+
+
+def refiner_patcher() -> Patcher:
+    kmodel = types.SimpleNamespace()
+    patcher = Patcher(kmodel)
+    setattr(kmodel, forge_loading.PATCHER_ATTRIBUTE, patcher)
+    return patcher
+
+
+def test_releasing_unloads_the_refiners_and_takes_them_off_the_last_pass_clone_only(monkeypatch):
+    refiner, other_refiner = refiner_patcher(), refiner_patcher()
+    control = Patcher(types.SimpleNamespace())
+    base_clone = Patcher(types.SimpleNamespace(), extras=[control, refiner])
+    memory = forge_memory(monkeypatch, [base_clone, refiner, other_refiner])
+    assert forge_loading.release_from_forge() == 2
+    assert memory.unloaded == [refiner, other_refiner]
+    assert [entry.model for entry in memory.current_loaded_models] == [base_clone]
+    assert base_clone.extra_model_patchers_during_sampling == [control]
+    assert forge_loading.release_from_forge() == 0

@@ -188,6 +188,7 @@ def test_an_encoder_of_another_width_or_without_a_layer_does_not_fit(tmp_path, f
     fewer = {name: value for name, value in tensors.items() if "layers.1." not in name}
     assert not own_text.fits(base, fewer)
     assert not own_text.fits(types.SimpleNamespace(forge_objects=types.SimpleNamespace()), tensors)
+    assert not own_text.fits(types.SimpleNamespace(), tensors)
 
 
 def test_inside_the_block_the_module_holds_the_refiners_weights_in_its_dtype_and_the_base_is_back_after(

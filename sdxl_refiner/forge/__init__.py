@@ -8,6 +8,7 @@ API and X/Y/Z code of ``sdxl_refiner.webui`` serve both hosts), but samples thro
 from __future__ import annotations
 
 import importlib.util
+from types import ModuleType
 
 
 def running_in_forge() -> bool:
@@ -19,3 +20,13 @@ def running_in_forge() -> bool:
         )
     except (ImportError, ValueError):
         return False
+
+
+def sampling_binding() -> ModuleType:
+    """The generation module of the host the extension runs in: Forge's, else the WebUI's. Both
+    offer ``register_callbacks``, ``prepare``, ``before_sampling``, ``finish`` and ``unload_refiner``."""
+    if running_in_forge():
+        from sdxl_refiner.forge import generation
+    else:
+        from sdxl_refiner.webui import generation
+    return generation

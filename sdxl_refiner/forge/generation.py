@@ -91,5 +91,8 @@ def finish(p) -> None:
 
 
 def unload_refiner() -> None:
+    """Forge's loaded-model list holds every patcher it placed until it needs the memory for
+    another: the refiner's are unloaded there too, or dropping them from the cache would free nothing."""
+    forge_loading.release_from_forge()
     generation.unload_refiner()
 

@@ -36,9 +36,10 @@ def require_sdxl_base(sd_model) -> None:
     """Forge's refiner engine also says ``is_sdxl``: a refiner loaded as the main model is refused too."""
     loading.require_sdxl_base(sd_model)
     if type(sd_model).__name__ == "StableDiffusionXLRefiner":
-        title = getattr(getattr(sd_model, "sd_checkpoint_info", None), "title", "the loaded model")
+        title = getattr(getattr(sd_model, "sd_checkpoint_info", None), "title", None)
+        named = f" {title!r}" if title else ""
         raise CheckpointError(
-            f"SDXL Refiner needs an SDXL base model, but the loaded model {title!r} is an SDXL refiner, which "
+            f"SDXL Refiner needs an SDXL base model, but the loaded model{named} is an SDXL refiner, which "
             "cannot compose an image. Load an SDXL base checkpoint, and choose the refiner in the SDXL Refiner panel."
         )
 
@@ -142,3 +143,27 @@ def refiner_patcher(path: str):
 
 def _no_build(params: dict) -> torch.nn.Module:
     raise AssertionError("Forge builds the refiner UNet itself")
+
+
+def release_from_forge() -> int:
+    """Lets go of the refiners wherever Forge's list of loaded models holds them, so that dropping
+    them from the cache frees their memory; returns how many refiner patchers were loaded there.
+
+    Forge keeps each model it placed listed until it needs the memory for another: the refiners'
+    own patchers, and the last pass's UNet clone, which names the refiner among the models to load
+    with it. That clone is never sampled with again (each pass clones the base's patcher anew).
+    """
+    from backend import memory_management
+
+    ours = [loaded.model for loaded in memory_management.current_loaded_models if _is_refiner(loaded.model)]
+    for patcher in ours:
+        memory_management.unload_model_clones(patcher)
+    for loaded in memory_management.current_loaded_models:
+        extras = getattr(loaded.model, "extra_model_patchers_during_sampling", None)
+        if extras:
+            extras[:] = [patcher for patcher in extras if not _is_refiner(patcher)]
+    return len(ours)
+
+
+def _is_refiner(patcher: object) -> bool:
+    return hasattr(getattr(patcher, "model", None), PATCHER_ATTRIBUTE)

@@ -102,9 +102,9 @@ def import_builtin_infotext() -> bool:
 
 def unload_refiner_now() -> dict[str, object]:
     """The settings page's "Unload refiner now" action; also an API route for servers."""
-    from sdxl_refiner.webui import generation
+    from sdxl_refiner.forge import sampling_binding
 
-    generation.unload_refiner()
+    sampling_binding().unload_refiner()
     return {"unloaded": True}
 
 

@@ -35,6 +35,15 @@ class ForgeHost:
         assert self.url is not None
         return WebUIApi(self.url)
 
+    def resident_bytes(self) -> int | None:
+        """The started Forge's resident memory (``VmRSS``); None for one found at ``FORGE_URL``."""
+        if self.running is None:
+            return None
+        for line in Path(f"/proc/{self.running.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        return None
+
     def console(self) -> str:
         return self.console_path.read_text(errors="replace") if self.console_path else ""
 

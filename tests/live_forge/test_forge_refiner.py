@@ -91,6 +91,21 @@ def test_a_refiner_prompt_equal_to_the_main_one_changes_nothing_and_another_one_
     assert 'SDXL Refiner prompt: "film grain, pores"' in infotext(other)
 
 
+def test_unloading_the_refiner_gives_its_memory_back_and_the_next_image_loads_it_again(forge_api, forge_host):
+    if forge_host.resident_bytes() is None:
+        pytest.skip("the memory of a Forge started by hand is not read")
+    base_only = forge_api.txt2img(**on_base())
+    before = forge_host.resident_bytes()
+    refined = forge_api.txt2img(**on_base(), refiner=ours(FORGE_REFINER, 50))
+    loaded = forge_host.resident_bytes()
+    forge_api.call("/sdxl-refiner/v1/unload", {})
+    unloaded = forge_host.resident_bytes()
+    # the refiner's UNet is what the refined image added; at least half of it must go
+    assert loaded - unloaded > (loaded - before) / 2 > 100 * 2**20, (before, loaded, unloaded)
+    assert pixels(forge_api.txt2img(**on_base())) == pixels(base_only)
+    assert pixels(forge_api.txt2img(**on_base(), refiner=ours(FORGE_REFINER, 50))) == pixels(refined)
+
+
 def test_no_checkpoint_is_loaded_at_the_switch_or_for_the_next_image(forge_api, forge_console):
     forge_api.txt2img(**on_base(), refiner=ours(FORGE_REFINER, 50))
     before = forge_console()
