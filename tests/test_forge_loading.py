@@ -113,14 +113,17 @@ def test_every_marker_is_named_and_the_message_says_what_to_choose_instead(tmp_p
     with pytest.raises(CheckpointError) as raised:
         forge_loading.refuse_other_prediction(str(path), "refiner.safetensors")
     assert "(v_pred, edm_mean, refiner.yaml: parameterization v)" in str(raised.value)
-    assert str(raised.value).endswith("(the released SDXL refiner predicts epsilon).")
+    assert str(raised.value).endswith("Choose an SDXL refiner made for the base (the released SDXL refiner "
+                                      "predicts epsilon).")
 
 
 def test_an_engine_without_checkpoint_info_is_still_refused_with_the_same_message():
     engine = StableDiffusionXLRefiner()
     del engine.sd_checkpoint_info
-    with pytest.raises(CheckpointError, match="but the loaded model is an SDXL refiner, which cannot compose"):
+    with pytest.raises(CheckpointError) as raised:
         forge_loading.require_sdxl_base(engine)
+    assert ("but the loaded model is an SDXL refiner, which cannot compose an image. Load an SDXL base checkpoint, "
+            "and choose the refiner in the SDXL Refiner panel.") in str(raised.value)
 
 
 class Patcher:
@@ -162,9 +165,11 @@ def test_releasing_unloads_the_refiners_and_takes_them_off_the_last_pass_clone_o
     refiner, other_refiner = refiner_patcher(), refiner_patcher()
     control = Patcher(types.SimpleNamespace())
     base_clone = Patcher(types.SimpleNamespace(), extras=[control, refiner])
-    memory = forge_memory(monkeypatch, [base_clone, refiner, other_refiner])
+    # the text encoders' patcher is a plain ModelPatcher: no list of models to load with it
+    text_encoders = types.SimpleNamespace(model=types.SimpleNamespace())
+    memory = forge_memory(monkeypatch, [base_clone, text_encoders, refiner, other_refiner])
     assert forge_loading.release_from_forge() == 2
     assert memory.unloaded == [refiner, other_refiner]
-    assert [entry.model for entry in memory.current_loaded_models] == [base_clone]
+    assert [entry.model for entry in memory.current_loaded_models] == [base_clone, text_encoders]
     assert base_clone.extra_model_patchers_during_sampling == [control]
     assert forge_loading.release_from_forge() == 0
