@@ -182,7 +182,7 @@ def main() -> None:
     # and a freshly loaded model runs its first image slower. A user pays both for every image, so
     # they are charged to the built-in mode: the base-only image right after it minus the same
     # image once the base is settled again.
-    next_image = {**common, **runs.get("base only", modes(host, args.percent)["base only"])}
+    next_image = {**common, **modes(host, args.percent)["base only"]}
     reload_back: list[float] = []
     loads = CheckpointLoads(os.environ.get("WEBUI_CONSOLE"), host.load_line)
     loads_per_image: dict[str, list[int]] = {name: [] for name in runs}

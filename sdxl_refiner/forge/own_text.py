@@ -18,7 +18,8 @@ from safetensors import safe_open
 
 from sdxl_refiner.errors import SettingsError
 from sdxl_refiner.residency import tensors_swapped_in
-from sdxl_refiner.webui.own_text import EncoderSlot, file_key
+from sdxl_refiner.webui import own_text
+from sdxl_refiner.webui.own_text import EncoderSlot
 
 FILE_PREFIX = "conditioner.embedders.0.model."
 MODULE_PREFIX = "clip_g."
@@ -49,21 +50,10 @@ def refiner_encoder_tensors(path: str) -> dict[str, torch.Tensor]:
     }
 
 
-def _loaded_names(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The module's tensors that the file fills. Forge's prompt engine wraps ``token_embedding`` for
-    textual inversion and keeps its weight under two names (``weight`` and ``wrapped.weight``);
-    both name the file's one tensor."""
-    return {
-        name: value for name, value in module.state_dict(keep_vars=True).items() if file_key(name) not in NOT_LOADED
-    }
-
-
 def fits(sd_model, tensors: dict[str, torch.Tensor]) -> bool:
-    module = base_encoder(sd_model)
-    if module is None or not tensors:
-        return False
-    own = {file_key(name): value for name, value in _loaded_names(module).items()}
-    return own.keys() == tensors.keys() and all(own[name].shape == tensors[name].shape for name in own)
+    """Forge's prompt engine wraps ``token_embedding`` for textual inversion and keeps its weight
+    under two names (``weight`` and ``wrapped.weight``); both name the file's one tensor."""
+    return own_text.fits(base_encoder(sd_model), tensors, NOT_LOADED)
 
 
 def online_lora_modules(module: torch.nn.Module) -> list[str]:
@@ -91,14 +81,7 @@ def refiner_encoder_in(sd_model, tensors: dict[str, torch.Tensor]) -> Iterator[N
             f"encoder ({len(online)} layers, e.g. {online[0]}): remove the LoRA, or choose a refiner "
             "whose text encoder is the base's."
         )
-    placed: dict[str, torch.Tensor] = {}
-    converted: dict[str, torch.Tensor] = {}
-    for name, value in _loaded_names(module).items():
-        key = file_key(name)
-        if key not in converted:
-            converted[key] = tensors[key].to(device=value.device, dtype=value.dtype)
-        placed[name] = converted[key]
-    with tensors_swapped_in(module, placed):
+    with tensors_swapped_in(module, own_text.placed_for(module, tensors, NOT_LOADED)):
         yield
 
 

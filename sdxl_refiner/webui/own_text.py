@@ -53,11 +53,33 @@ def file_key(module_key: str) -> str:
     return re.sub(r"(^|\.)wrapped\.", r"\1", module_key)
 
 
-def fits(module: torch.nn.Module | None, tensors: dict[str, torch.Tensor]) -> bool:
+def filled_tensors(module: torch.nn.Module, not_loaded: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
+    """The module's tensors by their own names, without those no checkpoint fills (``not_loaded``,
+    by the file's names)."""
+    return {
+        name: value for name, value in module.state_dict(keep_vars=True).items() if file_key(name) not in not_loaded
+    }
+
+
+def fits(module: torch.nn.Module | None, tensors: dict[str, torch.Tensor], not_loaded: tuple[str, ...] = ()) -> bool:
     if module is None or not tensors:
         return False
-    own = {file_key(key): value for key, value in module.state_dict(keep_vars=True).items()}
+    own = {file_key(key): value for key, value in filled_tensors(module, not_loaded).items()}
     return own.keys() == tensors.keys() and all(own[k].shape == tensors[k].shape for k in own)
+
+
+def placed_for(module: torch.nn.Module, tensors: dict[str, torch.Tensor],
+               not_loaded: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
+    """The refiner's tensors on each of the module's tensors' device and dtype, by the module's
+    names; a tensor the module holds under two names (a wrapper's alias) is converted once."""
+    converted: dict[str, torch.Tensor] = {}
+    placed: dict[str, torch.Tensor] = {}
+    for name, value in filled_tensors(module, not_loaded).items():
+        key = file_key(name)
+        if key not in converted:
+            converted[key] = tensors[key].to(device=value.device, dtype=value.dtype)
+        placed[name] = converted[key]
+    return placed
 
 
 @contextmanager
@@ -70,10 +92,7 @@ def refiner_encoder_in(sd_model, module: torch.nn.Module, tensors: dict[str, tor
     from modules import lowvram
 
     low_vram = bool(getattr(sd_model, "lowvram", False))
-    current = module.state_dict(keep_vars=True)
-    placed = {
-        name: tensors[file_key(name)].to(device=value.device, dtype=value.dtype) for name, value in current.items()
-    }
+    placed = placed_for(module, tensors)
     if low_vram:
         lowvram.send_everything_to_cpu()
     with tensors_swapped_in(module, placed):
