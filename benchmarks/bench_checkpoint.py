@@ -52,7 +52,7 @@ def evict(path: Path) -> None:
 
 def unet_range(path: Path) -> tuple[int, int, int]:
     """(first byte, end byte, UNet bytes) of the UNet tensors in the file."""
-    from sdxl_refiner.checkpoint import read_safetensors_header
+    from sdxl_refiner.core.checkpoint import read_safetensors_header
 
     with path.open("rb") as file:
         data_start = 8 + int.from_bytes(file.read(8), "little")
@@ -65,7 +65,7 @@ def unet_range(path: Path) -> tuple[int, int, int]:
 def child(mode: str, path: Path, cold: bool, dtype_name: str) -> dict:
     import torch
 
-    from sdxl_refiner.checkpoint import load_unet, read_unet_state_dict
+    from sdxl_refiner.core.checkpoint import load_unet, read_unet_state_dict
     from tests.support.sgm_unet import SgmUNet
 
     start, end, unet_bytes = unet_range(path)

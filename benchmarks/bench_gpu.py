@@ -48,10 +48,10 @@ from safetensors.torch import save_file
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.bench_checkpoint import evict, unet_range
-from sdxl_refiner.checkpoint import load_unet
-from sdxl_refiner.conditioning import RefinerCondSpec, refiner_conditioning
-from sdxl_refiner.handoff import UNetSlot, route_model, unet_handoff
-from sdxl_refiner.residency import (
+from sdxl_refiner.core.checkpoint import load_unet
+from sdxl_refiner.core.conditioning import RefinerCondSpec, refiner_conditioning
+from sdxl_refiner.core.handoff import UNetSlot, route_model, unet_handoff
+from sdxl_refiner.core.residency import (
     OffloadedRefiner,
     RefinerCache,
     named_tensors,
@@ -59,9 +59,9 @@ from sdxl_refiner.residency import (
     start_device_copy,
     tensor_snapshot,
 )
-from sdxl_refiner.schedule import plan_switch, switch_point
-from sdxl_refiner.settings import Settings
-from sdxl_refiner.unet_config import HostUNetConfig
+from sdxl_refiner.core.schedule import plan_switch, switch_point
+from sdxl_refiner.core.settings import Settings
+from sdxl_refiner.core.unet_config import HostUNetConfig
 from tests.support.checkpoints import SCALAR_EMBED_DIM, UNET_PREFIX, small_unet_params
 from tests.support.denoisers import CFGDenoiser, TinySDXL
 from tests.support.released import SDXL_BASE_PARAMS, SDXL_REFINER_PARAMS
@@ -270,10 +270,13 @@ class Bench:
             torch.cuda.synchronize()
 
     def ram_refiner(self):
-        return self.ram_cache.start_loading(
-            self.refiner_file, self.build, torch.float16 if self.cuda else None, "cpu",
-            pin_memory=self.cuda, host_config=self.host_config,
-        )
+        dtype = torch.float16 if self.cuda else None
+
+        def load(path: Path) -> torch.nn.Module:
+            return load_unet(path, self.build, dtype, "cpu", pin_memory=self.cuda, host_config=self.host_config)
+
+        return self.ram_cache.start_loading(self.refiner_file, load, (dtype, self.cuda, self.host_config),
+                                            pinned=self.cuda)
 
     def sample(self, sampler: str, model: Callable[..., torch.Tensor], seed: int) -> torch.Tensor:
         generator = torch.Generator(self.device).manual_seed(seed)

@@ -20,10 +20,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sdxl_refiner.conditioning import RefinerCondSpec, refiner_conditioning
-from sdxl_refiner.handoff import UNetSlot, route_model, unet_handoff
-from sdxl_refiner.schedule import SwitchPoint, calls_per_step, plan_switch, switch_point
-from sdxl_refiner.settings import Settings
+from sdxl_refiner.core.conditioning import RefinerCondSpec, refiner_conditioning
+from sdxl_refiner.core.handoff import UNetSlot, route_model, unet_handoff
+from sdxl_refiner.core.schedule import SwitchPoint, calls_per_step, plan_switch, switch_point
+from sdxl_refiner.core.settings import Settings
 from tests.support.denoisers import WIDTHS, base_conds, build_stack, run_sampler, schedule_sigmas
 from tests.support.tiny_unet import make_tiny_unet
 

@@ -2,7 +2,7 @@
 # Mutation testing of the decision code: mutmut changes the code one small edit at a time and runs
 # only the offline tests that reach the changed function; a mutant that no test notices is a hole.
 # Modules: [tool.mutmut] only_mutate in pyproject.toml. Arguments narrow the run to mutant names
-# (globs), e.g. benchmarks/mutation.sh 'sdxl_refiner.unet_config*'; named mutants run again even
+# (globs), e.g. benchmarks/mutation.sh 'sdxl_refiner.core.unet_config*'; named mutants run again even
 # when they have a result. Results: mutmut results, mutmut show <name>.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,5 +1,5 @@
 // SDXL Refiner: the live line under the "Refiner steps %" slider, e.g.
-// "Base: steps 1–24 · Refiner: steps 25–30". The split follows sdxl_refiner/schedule.py exactly;
+// "Base: steps 1–24 · Refiner: steps 25–30". The split follows sdxl_refiner/core/schedule.py exactly;
 // tests/test_javascript_split.py runs the pure functions below under node against the Python plan.
 
 (function() {
@@ -8,9 +8,9 @@
     var USUAL_SHARE_LOW = 10;
     var USUAL_SHARE_HIGH = 30;
     var SIGMA_SWITCH_SAMPLERS = ["DPM fast", "DPM adaptive"];
-    // the same list as REFUSED_SAMPLER_LABELS in sdxl_refiner/webui/samplers.py
+    // the same list as REFUSED_SAMPLER_LABELS in sdxl_refiner/core/samplers.py
     var REFUSED_SAMPLERS = ["DDIM CFG++", "UniPC", "Restart"];
-    // the same list as NOISE_SAMPLER_LABELS in sdxl_refiner/webui/samplers.py: the samplers whose fresh
+    // the same list as NOISE_SAMPLER_LABELS in sdxl_refiner/core/samplers.py: the samplers whose fresh
     // noise "Refiner noise" scales
     var NOISE_SAMPLERS = ["Euler a", "DPM2 a", "DPM++ 2S a", "DPM++ SDE", "DPM++ 2M SDE", "DPM++ 2M SDE Heun",
         "DPM++ 3M SDE", "DPM fast", "DPM adaptive", "LCM"];

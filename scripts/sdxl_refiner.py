@@ -1,21 +1,21 @@
-"""The WebUI's entry point: one AlwaysVisible script; all the work is in the sdxl_refiner package.
+"""The host's entry point: one AlwaysVisible script; all the work is in the sdxl_refiner package.
 
-The sampling binding is chosen when the script loads: Forge's where its backend is present, else
-the WebUI's; everything else is written once for both.
+The host's binding is chosen once, when the script loads (``chooser``); the shared layer does the
+rest with it.
 """
 
 from modules import scripts
 
-from sdxl_refiner.errors import SettingsError
-from sdxl_refiner.forge import sampling_binding
-from sdxl_refiner.settings import from_ui_args
-from sdxl_refiner.webui import options, xyz
-from sdxl_refiner.webui.paste import paste_fields
-from sdxl_refiner.webui.ui import TITLE, UNSUPPORTED_HOST, build_panel, refining_supported
+from sdxl_refiner.chooser import host_binding
+from sdxl_refiner.core.errors import SettingsError
+from sdxl_refiner.core.settings import from_ui_args
+from sdxl_refiner.host import options, sampling, xyz
+from sdxl_refiner.host.paste import paste_fields
+from sdxl_refiner.host.ui import TITLE, UNSUPPORTED_HOST, build_panel, refining_supported
 
-generation = sampling_binding()
-generation.register_callbacks()
-options.register_callbacks()
+binding = host_binding()
+binding.register_callbacks()
+options.register_callbacks(binding.unload)
 xyz.register_callbacks()
 
 
@@ -32,18 +32,20 @@ class SdxlRefinerScript(scripts.Script):
         return panel.inputs
 
     def process(self, p, *args):
-        # the WebUI swallows exceptions from process(): the binding raises this one during sampling
+        # the host swallows exceptions from process(): the shared layer raises this one during sampling
         try:
             settings = from_ui_args(args, overrides=xyz.overrides(p))
         except SettingsError as error:
             settings = error
+        except Exception as error:
+            settings = sampling.failed(error, "reading the settings")
         if not refining_supported() and not getattr(settings, "refiner_off", False):
             print(f"SDXL Refiner: {UNSUPPORTED_HOST}")
             return
-        generation.prepare(p, settings)
+        sampling.prepare(binding, p, settings)
 
     def process_before_every_sampling(self, p, *args, **kwargs):
-        generation.before_sampling(p, x=kwargs["x"], noise=kwargs["noise"], c=kwargs["c"], uc=kwargs["uc"])
+        sampling.before_sampling(binding, p, c=kwargs["c"], uc=kwargs["uc"])
 
     def postprocess(self, p, processed, *args):
-        generation.finish(p)
+        sampling.finish(p)

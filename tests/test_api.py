@@ -9,8 +9,8 @@ from pathlib import Path
 import gradio as gr
 import pytest
 
-from sdxl_refiner.errors import SettingsError
-from sdxl_refiner.settings import UI_ARG_ORDER, Settings, from_ui_args
+from sdxl_refiner.core.errors import SettingsError
+from sdxl_refiner.core.settings import UI_ARG_ORDER, Settings, from_ui_args
 from tests.standin.fixtures import webui  # noqa: F401 - the fixture
 
 SCRIPT_FILE = Path(__file__).resolve().parent.parent / "scripts" / "sdxl_refiner.py"
@@ -31,7 +31,7 @@ def api_script_args(defaults: list, request_args: list) -> list:
 
 @pytest.fixture
 def panel_defaults(webui) -> list:  # noqa: F811
-    from sdxl_refiner.webui.ui import build_panel
+    from sdxl_refiner.host.ui import build_panel
 
     (webui.models_dir / REFINER_FILE).parent.mkdir(parents=True, exist_ok=True)
     (webui.models_dir / REFINER_FILE).write_bytes(b"refiner")
@@ -114,7 +114,7 @@ def test_invalid_api_args_are_refused_with_a_message_naming_them(panel_defaults,
 
 def load_script(webui):  # noqa: F811
     """Loads scripts/sdxl_refiner.py the way the WebUI loads a script file."""
-    pytest.importorskip("sdxl_refiner.webui.generation")
+    pytest.importorskip("sdxl_refiner.host.sampling")
     spec = importlib.util.spec_from_file_location(SCRIPT_FILE.name, SCRIPT_FILE)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -140,10 +140,10 @@ def test_the_script_is_always_visible_under_its_stable_api_key(webui, panel_defa
 
 def test_process_hands_a_settings_error_to_the_binding_instead_of_raising(webui, monkeypatch) -> None:  # noqa: F811
     script_class = load_script(webui)
-    from sdxl_refiner.webui import generation
+    from sdxl_refiner.host import sampling
 
     handed: list = []
-    monkeypatch.setattr(generation, "prepare", lambda p, settings: handed.append(settings))
+    monkeypatch.setattr(sampling, "prepare", lambda binding, p, settings: handed.append(settings))
     p = webui.txt2img()
     script_class().process(p, {"checkpoint": REFINER_FILE, "steps_percent": 25, "start_step": 3})
     script_class().process(p, True, REFINER_FILE, 25)
@@ -153,10 +153,10 @@ def test_process_hands_a_settings_error_to_the_binding_instead_of_raising(webui,
 
 def test_process_applies_xyz_values_from_the_processing_object(webui, monkeypatch) -> None:  # noqa: F811
     script_class = load_script(webui)
-    from sdxl_refiner.webui import generation, xyz
+    from sdxl_refiner.host import sampling, xyz
 
     handed: list = []
-    monkeypatch.setattr(generation, "prepare", lambda p, settings: handed.append(settings))
+    monkeypatch.setattr(sampling, "prepare", lambda binding, p, settings: handed.append(settings))
     p = webui.txt2img()
     setattr(p, xyz.XYZ_ATTR, {"enabled": True, "checkpoint": REFINER_FILE, "steps_percent": 0.0})
     script_class().process(p, False, "", 20, 6.0, 2.5, 0, "Default (from settings)")
@@ -167,10 +167,10 @@ def test_on_a_webui_without_the_sampling_hook_process_reports_instead_of_doing_n
     webui, monkeypatch, capsys  # noqa: F811
 ) -> None:
     script_class = load_script(webui)
-    from sdxl_refiner.webui import generation
+    from sdxl_refiner.host import sampling
 
     handed: list = []
-    monkeypatch.setattr(generation, "prepare", lambda p, settings: handed.append(settings))
+    monkeypatch.setattr(sampling, "prepare", lambda binding, p, settings: handed.append(settings))
     monkeypatch.delattr(webui.scripts.Script, "process_before_every_sampling")
     script_class().process(webui.txt2img(), True, REFINER_FILE, 25)
     assert handed == []

@@ -5,8 +5,8 @@ from __future__ import annotations
 import gradio as gr
 import pytest
 
-from sdxl_refiner.errors import SettingsError
-from sdxl_refiner.settings import Settings, from_ui_args
+from sdxl_refiner.core.errors import SettingsError
+from sdxl_refiner.core.settings import Settings, from_ui_args
 from tests.standin.fixtures import webui  # noqa: F401 - the fixture
 from tests.test_api import load_script
 
@@ -41,8 +41,8 @@ def test_an_invalid_api_arg_fails_the_generation_with_the_normalisers_message(sd
 def test_a_refined_image_carries_infotext_that_pastes_back_to_the_same_settings(sdxl) -> None:
     from modules import infotext_utils
 
-    from sdxl_refiner.webui.paste import paste_fields
-    from sdxl_refiner.webui.ui import build_panel
+    from sdxl_refiner.host.paste import paste_fields
+    from sdxl_refiner.host.ui import build_panel
 
     p, _ = generate(sdxl, [{"checkpoint": "refiner.safetensors", "steps_percent": 40, "aesthetic_score": 7}])
     written = {k: v for k, v in p.extra_generation_params.items() if k.startswith("SDXL Refiner")}

@@ -9,13 +9,13 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sdxl_refiner.checkpoint import (
+from sdxl_refiner.core.checkpoint import (
     CheckpointKind,
     classify_checkpoint,
     read_unet_state_dict,
 )
-from sdxl_refiner.errors import CheckpointError
-from sdxl_refiner.unet_config import infer_unet_config
+from sdxl_refiner.core.errors import CheckpointError
+from sdxl_refiner.core.unet_config import infer_unet_config
 from tests.support.checkpoints import write_checkpoint, write_pickle_checkpoint, write_sparse_checkpoint
 from tests.support.released import SDXL_BASE_PARAMS, SDXL_REFINER_PARAMS
 from tests.support.sgm_unet import SgmUNet

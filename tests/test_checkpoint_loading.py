@@ -5,9 +5,9 @@ import os
 import pytest
 import torch
 
-import sdxl_refiner.checkpoint as checkpoint
-from sdxl_refiner.checkpoint import load_unet, read_unet_state_dict
-from sdxl_refiner.errors import CheckpointError
+import sdxl_refiner.core.checkpoint as checkpoint
+from sdxl_refiner.core.checkpoint import load_unet, read_unet_state_dict
+from sdxl_refiner.core.errors import CheckpointError
 from tests.support.checkpoints import (
     random_unet_state,
     small_unet_params,

@@ -9,14 +9,14 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sdxl_refiner.conditioning import (
+from sdxl_refiner.core.conditioning import (
     RefinerCondSpec,
     check_fits_unet,
     refiner_conditioning,
     text_encoders_identical,
     timestep_embedding,
 )
-from sdxl_refiner.errors import ConditioningError
+from sdxl_refiner.core.errors import ConditioningError
 from tests.support.denoisers import WIDTHS, base_conds
 
 REFINER = RefinerCondSpec("refiner", WIDTHS.refiner_context_dim, WIDTHS.refiner_adm, WIDTHS.scalar_embed_dim)

@@ -8,11 +8,19 @@ import types
 import pytest
 from safetensors.torch import load_file, save_file
 
-from sdxl_refiner.checkpoint import classify_checkpoint
-from sdxl_refiner.errors import CheckpointError
-from sdxl_refiner.forge import loading as forge_loading
-from sdxl_refiner.forge import running_in_forge
+from sdxl_refiner.bindings.patcher import PatcherBinding
+from sdxl_refiner.bindings.patcher import loading as forge_loading
+from sdxl_refiner.chooser import running_in_forge
+from sdxl_refiner.core.checkpoint import classify_checkpoint
+from sdxl_refiner.core.errors import CheckpointError
+from sdxl_refiner.host.checkpoints import ChosenRefiner, cond_spec
 from tests.support.checkpoints import write_checkpoint
+
+
+def chosen(path) -> ChosenRefiner:
+    """The refiner as the shared layer hands it on: its list entry and its classification (header included)."""
+    host_info = types.SimpleNamespace(filename=str(path), title="refiner.safetensors")
+    return ChosenRefiner(host_info, classify_checkpoint(path))
 
 V_YAML = """model:
   target: sgm.models.diffusion.DiffusionEngine
@@ -59,7 +67,7 @@ def test_an_engine_that_is_not_sdxl_is_refused():
 @pytest.mark.parametrize("kind, expected", [("refiner", "refiner"), ("base", "base")])
 def test_the_cond_spec_comes_from_the_refiners_unet_with_forges_scalar_width(tmp_path, kind, expected):
     info = classify_checkpoint(write_checkpoint(tmp_path / f"{kind}.safetensors", kind))
-    spec = forge_loading.cond_spec(info)
+    spec = cond_spec(info, PatcherBinding().scalar_embed_dim(Engine(), info))
     assert spec.kind == expected
     assert (spec.context_dim, spec.adm_in_channels) == (info.unet_config.context_dim, info.unet_config.adm_in_channels)
     assert spec.scalar_embed_dim == 256
@@ -67,7 +75,7 @@ def test_the_cond_spec_comes_from_the_refiners_unet_with_forges_scalar_width(tmp
 
 def test_an_epsilon_refiner_is_not_refused(tmp_path):
     path = write_checkpoint(tmp_path / "refiner.safetensors", "refiner")
-    forge_loading.refuse_other_prediction(str(path), "refiner.safetensors")
+    forge_loading.refuse_other_prediction(chosen(path))
 
 
 @pytest.mark.parametrize("marker", forge_loading.OTHER_PREDICTION_KEYS)
@@ -77,7 +85,7 @@ def test_a_refiner_that_forge_would_build_as_v_prediction_or_edm_is_refused(tmp_
     tensors[marker] = tensors[next(iter(tensors))][:1].clone()
     save_file(tensors, str(path))
     with pytest.raises(CheckpointError, match=f"not an epsilon-prediction model \\({marker}\\)") as raised:
-        forge_loading.refuse_other_prediction(str(path), "refiner.safetensors")
+        forge_loading.refuse_other_prediction(chosen(path))
     assert "refiner.safetensors" in str(raised.value)
 
 
@@ -85,22 +93,22 @@ def test_a_v_prediction_yaml_beside_the_refiner_is_refused(tmp_path):
     path = write_checkpoint(tmp_path / "refiner.safetensors", "refiner")
     (tmp_path / "refiner.yaml").write_text(V_YAML)
     with pytest.raises(CheckpointError, match=r"refiner\.yaml: parameterization v"):
-        forge_loading.refuse_other_prediction(str(path), "refiner.safetensors")
+        forge_loading.refuse_other_prediction(chosen(path))
 
 
 def test_an_epsilon_yaml_and_a_broken_yaml_are_not_refused(tmp_path):
     path = write_checkpoint(tmp_path / "refiner.safetensors", "refiner")
     (tmp_path / "refiner.yaml").write_text(V_YAML.replace("VScaling", "EpsScaling"))
-    forge_loading.refuse_other_prediction(str(path), "refiner.safetensors")
+    forge_loading.refuse_other_prediction(chosen(path))
     (tmp_path / "refiner.yaml").write_text("model: [unclosed")
-    forge_loading.refuse_other_prediction(str(path), "refiner.safetensors")
+    forge_loading.refuse_other_prediction(chosen(path))
 
 
 def test_a_yaml_with_the_sd2_style_v_parameterization_is_refused(tmp_path):
     path = write_checkpoint(tmp_path / "refiner.safetensors", "refiner")
     (tmp_path / "refiner.yaml").write_text("model:\n  params:\n    parameterization: v\n")
     with pytest.raises(CheckpointError, match=r"refiner\.yaml: parameterization v"):
-        forge_loading.refuse_other_prediction(str(path), "refiner.safetensors")
+        forge_loading.refuse_other_prediction(chosen(path))
 
 
 def test_every_marker_is_named_and_the_message_says_what_to_choose_instead(tmp_path):
@@ -111,7 +119,7 @@ def test_every_marker_is_named_and_the_message_says_what_to_choose_instead(tmp_p
     save_file(tensors, str(path))
     (tmp_path / "refiner.yaml").write_text(V_YAML)
     with pytest.raises(CheckpointError) as raised:
-        forge_loading.refuse_other_prediction(str(path), "refiner.safetensors")
+        forge_loading.refuse_other_prediction(chosen(path))
     assert "(v_pred, edm_mean, refiner.yaml: parameterization v)" in str(raised.value)
     assert str(raised.value).endswith("Choose an SDXL refiner made for the base (the released SDXL refiner "
                                       "predicts epsilon).")

@@ -15,8 +15,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from sdxl_refiner.errors import SettingsError
-from sdxl_refiner.forge import own_text
+from sdxl_refiner.bindings.patcher import own_text
+from sdxl_refiner.core.checkpoint import REFINER_BIGG_PREFIX
+from sdxl_refiner.core.errors import SettingsError
 from tests.support.forge_sources import ForgeUnavailable, forge_package_root
 
 WIDTH, LAYERS, TOKENS, VOCAB = 8, 2, 5, 11
@@ -73,7 +74,7 @@ def openclip_tensors(seed: int) -> dict[str, torch.Tensor]:
 
 def refiner_file(tmp_path, seed: int = 1) -> tuple[str, dict[str, torch.Tensor]]:
     encoder = openclip_tensors(seed)
-    tensors = {own_text.FILE_PREFIX + key: value for key, value in encoder.items()}
+    tensors = {REFINER_BIGG_PREFIX + key: value for key, value in encoder.items()}
     tensors["model.diffusion_model.out.2.bias"] = torch.zeros(4, dtype=torch.bfloat16)
     tensors["first_stage_model.decoder.conv_out.bias"] = torch.zeros(3, dtype=torch.float16)
     path = tmp_path / f"refiner-{seed}.safetensors"

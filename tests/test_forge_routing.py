@@ -12,10 +12,10 @@ import copy
 import pytest
 import torch
 
-from sdxl_refiner.conditioning import RefinerCondSpec, refiner_conditioning
-from sdxl_refiner.forge.routing import RefinerRoute, conditioning_modifier, convert_item
-from sdxl_refiner.handoff import UNetSlot, unet_handoff
-from sdxl_refiner.schedule import SwitchPoint
+from sdxl_refiner.bindings.patcher.routing import RefinerRoute, conditioning_modifier, convert_item
+from sdxl_refiner.core.conditioning import RefinerCondSpec, refiner_conditioning
+from sdxl_refiner.core.handoff import UNetSlot, unet_handoff
+from sdxl_refiner.core.schedule import SwitchPoint
 from tests.support.forge_sources import ForgeUnavailable, forge_module
 
 REFINER = RefinerCondSpec("refiner", context_dim=12, adm_in_channels=12 + 5 * 6, scalar_embed_dim=6)

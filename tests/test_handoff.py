@@ -8,10 +8,10 @@ from collections import Counter
 import pytest
 import torch
 
-from sdxl_refiner.conditioning import RefinerCondSpec, refiner_conditioning
-from sdxl_refiner.handoff import UNetSlot, route_model, unet_handoff
-from sdxl_refiner.schedule import calls_per_step, plan_switch, switch_point
-from sdxl_refiner.settings import Settings
+from sdxl_refiner.core.conditioning import RefinerCondSpec, refiner_conditioning
+from sdxl_refiner.core.handoff import UNetSlot, route_model, unet_handoff
+from sdxl_refiner.core.schedule import calls_per_step, plan_switch, switch_point
+from sdxl_refiner.core.settings import Settings
 from tests.support.denoisers import (
     EXACT_SAMPLERS,
     SCHEDULES,

@@ -9,15 +9,15 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from sdxl_refiner.errors import PlanError
-from sdxl_refiner.handoff import (
+from sdxl_refiner.core.errors import PlanError
+from sdxl_refiner.core.handoff import (
     MAX_CHURN_FACTOR,
     SIGMA_RELATIVE_TOLERANCE,
     Handoff,
     UNetSlot,
     route_model,
 )
-from sdxl_refiner.schedule import SwitchPoint
+from sdxl_refiner.core.schedule import SwitchPoint
 from tests.support.denoisers import slot_and_base
 
 

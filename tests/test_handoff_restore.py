@@ -11,9 +11,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from k_diffusion.sampling import DPMSolver
 
-from sdxl_refiner.errors import PlanError
-from sdxl_refiner.handoff import Handoff, UNetSlot, route_model, unet_handoff
-from sdxl_refiner.schedule import NEVER, SwitchPoint, switch_point, switch_point_from_calls
+from sdxl_refiner.core.errors import PlanError
+from sdxl_refiner.core.handoff import Handoff, UNetSlot, route_model, unet_handoff
+from sdxl_refiner.core.schedule import NEVER, SwitchPoint, switch_point, switch_point_from_calls
 from tests.support.denoisers import (
     base_conds,
     base_unet,

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sdxl_refiner.infotext import (
+from sdxl_refiner.core.infotext import (
     BUILTIN_KEY_CHECKPOINT,
     BUILTIN_KEY_SWITCH_AT,
     KEY_AESTHETIC_SCORE,
@@ -24,7 +24,7 @@ from sdxl_refiner.infotext import (
     settings_from_builtin_infotext,
     settings_from_infotext,
 )
-from sdxl_refiner.settings import HIRES_PASS_LABELS, STEP_FIELDS, Settings, from_named
+from sdxl_refiner.core.settings import HIRES_PASS_LABELS, STEP_FIELDS, Settings, from_named
 
 # The WebUI 1.10.1 infotext line: "Key: value" pairs joined by ", "; a value holding a comma, colon
 # or newline is written as a JSON string. A key is a word character followed by words, spaces,
@@ -116,7 +116,7 @@ def test_a_typical_generation_writes_these_exact_keys() -> None:
 
 
 def test_the_split_and_notes_come_from_the_plan() -> None:
-    schedule = pytest.importorskip("sdxl_refiner.schedule")
+    schedule = pytest.importorskip("sdxl_refiner.core.schedule")
     plan = schedule.plan_switch(ON, 30)
     written = infotext_params(ON, checkpoint_title=CKPT, plan=plan)
     assert written[KEY_SPLIT] == "base 24 / refiner 6"
@@ -128,7 +128,7 @@ def test_the_split_and_notes_come_from_the_plan() -> None:
 
 @given(enabled_settings(), st.integers(min_value=1, max_value=150), st.integers(min_value=1, max_value=150))
 def test_both_hires_passes_write_their_own_split_and_parse_back(settings: Settings, steps: int, hires_steps: int) -> None:
-    schedule = pytest.importorskip("sdxl_refiner.schedule")
+    schedule = pytest.importorskip("sdxl_refiner.core.schedule")
     written: dict[str, str] = {}
     for pass_steps, hires in ((steps, False), (hires_steps, True)):
         plan = schedule.plan_switch(settings, pass_steps)

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from sdxl_refiner.webui.options import UNLOAD_ROUTE
-from sdxl_refiner.webui.samplers import NOISE_SAMPLER_LABELS, REFUSED_SAMPLER_LABELS
-from sdxl_refiner.webui.ui import ELEM_PREFIX, elem_id
+from sdxl_refiner.core.samplers import NOISE_SAMPLER_LABELS, REFUSED_SAMPLER_LABELS
+from sdxl_refiner.host.options import UNLOAD_ROUTE
+from sdxl_refiner.host.ui import ELEM_PREFIX, elem_id
 
 HARNESS = Path(__file__).resolve().parent / "js" / "page_harness.js"
 

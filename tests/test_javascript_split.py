@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from sdxl_refiner.settings import from_named
+from sdxl_refiner.core.settings import from_named
 
 ROOT = Path(__file__).resolve().parent.parent
 HARNESS = ROOT / "tests" / "js" / "split_table.js"
@@ -67,7 +67,7 @@ def start_step_cases() -> list[dict]:
 
 
 def python_plan(case: dict, steps_run: int):
-    schedule = pytest.importorskip("sdxl_refiner.schedule")
+    schedule = pytest.importorskip("sdxl_refiner.core.schedule")
     named = {"checkpoint": "refiner", "enabled": True}
     if case["startStep"] > 0:
         named["start_step"] = case["startStep"]

@@ -10,9 +10,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from safetensors.torch import load_file
 
-from sdxl_refiner import checkpoint
-from sdxl_refiner.checkpoint import read_unet_state_dict
-from sdxl_refiner.pinned import next_power_of_two, power_of_two_groups
+from sdxl_refiner.core import checkpoint
+from sdxl_refiner.core.checkpoint import read_unet_state_dict
+from sdxl_refiner.core.pinned import next_power_of_two, power_of_two_groups
 from tests.support.checkpoints import UNET_PREFIX, write_checkpoint, write_pickle_checkpoint
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

@@ -9,7 +9,7 @@ import pytest
 import torch
 from k_diffusion import sampling
 
-from sdxl_refiner.refiner_noise import adds_noise, takes_noise_sampler, with_refiner_noise
+from sdxl_refiner.core.refiner_noise import adds_noise, takes_noise_sampler, with_refiner_noise
 
 NOISE_SAMPLERS = [sampling.sample_euler_ancestral, sampling.sample_dpm_2_ancestral, sampling.sample_dpmpp_2s_ancestral,
                   sampling.sample_dpmpp_sde, sampling.sample_dpmpp_2m_sde, sampling.sample_dpmpp_3m_sde]

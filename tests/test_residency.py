@@ -11,21 +11,21 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sdxl_refiner.checkpoint import load_unet
-from sdxl_refiner.errors import CheckpointError, SettingsError
-from sdxl_refiner.residency import (
+from sdxl_refiner.core.checkpoint import load_unet
+from sdxl_refiner.core.errors import CheckpointError, SettingsError
+from sdxl_refiner.core.residency import (
     DEFAULT_HEADROOM_BYTES,
     OffloadedRefiner,
-    Placement,
-    RefinerCache,
     Residency,
+    StoragePlan,
     choose_residency,
-    placement_for,
     put_back,
     start_device_copy,
+    storage_plan_for,
     tensor_snapshot,
     tensors_swapped_in,
 )
+from tests.support.cache import Cache
 from tests.support.checkpoints import small_unet_params, write_checkpoint
 from tests.support.sgm_unet import SgmUNet
 
@@ -100,13 +100,13 @@ def test_an_unknown_residency_setting_is_refused_with_the_allowed_values():
 
 @pytest.mark.parametrize("residency", list(Residency))
 def test_on_a_cpu_host_every_residency_means_in_ram(residency):
-    assert placement_for(residency, "cpu") == Placement("cpu", "cpu", pin_memory=False, prefetch=False)
+    assert storage_plan_for(residency, "cpu") == StoragePlan("cpu", "cpu", pin_memory=False, prefetch=False)
 
 
 def test_on_a_cuda_host_only_offload_prefetches_and_only_resident_stores_on_the_gpu():
-    assert placement_for(Residency.RESIDENT, "cuda:0") == Placement("cuda:0", "cuda:0", False, False)
-    assert placement_for(Residency.OFFLOAD, "cuda:0") == Placement("cpu", "cuda:0", True, True)
-    assert placement_for(Residency.LOWVRAM, "cuda:0") == Placement("cpu", "cuda:0", True, False)
+    assert storage_plan_for(Residency.RESIDENT, "cuda:0") == StoragePlan("cuda:0", "cuda:0", False, False)
+    assert storage_plan_for(Residency.OFFLOAD, "cuda:0") == StoragePlan("cpu", "cuda:0", True, True)
+    assert storage_plan_for(Residency.LOWVRAM, "cuda:0") == StoragePlan("cpu", "cuda:0", True, False)
 
 
 # --- side-stream copy, with the CUDA calls recorded -------------------------------------------------
@@ -224,41 +224,41 @@ def param_bytes(module):
 
 def test_a_second_request_for_the_same_file_is_a_hit(refiners):
     loader = CountingLoader()
-    cache = RefinerCache(loader=loader)
-    first = cache.get(refiners[0], build_sgm, torch.float16)
-    assert cache.get(refiners[0], build_sgm, torch.float16) is first
+    cache = Cache(loader=loader)
+    first = cache.load(refiners[0], build_sgm, torch.float16)
+    assert cache.load(refiners[0], build_sgm, torch.float16) is first
     assert loader.paths == ["refiner0.safetensors"]
     assert cache.memory_by_device() == {"cpu": param_bytes(first)}
 
 
 def test_a_changed_file_is_a_miss_and_the_stale_unet_is_not_kept(refiners):
     loader = CountingLoader()
-    cache = RefinerCache(loader=loader)
-    first = cache.get(refiners[0], build_sgm, torch.float32)
+    cache = Cache(loader=loader)
+    first = cache.load(refiners[0], build_sgm, torch.float32)
     write_checkpoint(refiners[0], "refiner", seed=9)
     stat = refiners[0].stat()
     os.utime(refiners[0], ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
-    second = cache.get(refiners[0], build_sgm, torch.float32)
+    second = cache.load(refiners[0], build_sgm, torch.float32)
     assert second is not first
     assert loader.paths == ["refiner0.safetensors"] * 2
     assert not torch.equal(next(second.parameters()), next(first.parameters()))
-    assert [identity.mtime_ns for identity in cache.cached()] == [refiners[0].stat().st_mtime_ns]
+    assert [identity.mtime_ns for identity in cache.kept()] == [refiners[0].stat().st_mtime_ns]
 
 
 def test_another_dtype_is_a_miss_and_memory_is_reported_in_bytes(refiners):
-    cache = RefinerCache()
-    half = cache.get(refiners[0], build_sgm, torch.float16)
-    full = cache.get(refiners[0], build_sgm, torch.float32)
+    cache = Cache()
+    half = cache.load(refiners[0], build_sgm, torch.float16)
+    full = cache.load(refiners[0], build_sgm, torch.float32)
     assert cache.memory_by_device() == {"cpu": param_bytes(full)} == {"cpu": 2 * param_bytes(half)}
 
 
 @pytest.mark.parametrize("capacity", [0, 1, 2])
 def test_the_cache_keeps_the_most_recently_used_up_to_its_capacity(refiners, capacity):
     loader = CountingLoader()
-    cache = RefinerCache(capacity, loader=loader)
+    cache = Cache(capacity, loader=loader)
     for path in [refiners[0], refiners[1], refiners[0], refiners[2]]:
-        cache.get(path, build_sgm, torch.float16)
-    kept = [identity.path.name for identity in cache.cached()]
+        cache.load(path, build_sgm, torch.float16)
+    kept = [identity.path.name for identity in cache.kept()]
     expected = {0: [], 1: ["refiner2.safetensors"], 2: ["refiner0.safetensors", "refiner2.safetensors"]}
     assert kept == expected[capacity]
     loads = {0: 4, 1: 4, 2: 3}
@@ -267,27 +267,27 @@ def test_the_cache_keeps_the_most_recently_used_up_to_its_capacity(refiners, cap
 
 def test_unload_drops_everything_and_the_next_request_loads_again(refiners):
     loader = CountingLoader()
-    cache = RefinerCache(loader=loader)
-    cache.get(refiners[0], build_sgm, torch.float16)
+    cache = Cache(loader=loader)
+    cache.load(refiners[0], build_sgm, torch.float16)
     cache.unload()
     assert cache.memory_by_device() == {}
-    assert cache.cached() == []
-    cache.get(refiners[0], build_sgm, torch.float16)
+    assert cache.kept() == []
+    cache.load(refiners[0], build_sgm, torch.float16)
     assert len(loader.paths) == 2
 
 
 @pytest.mark.parametrize("capacity", [-1, 1.5, True, "2"])
 def test_a_cache_size_that_is_not_a_whole_number_is_refused(capacity):
     with pytest.raises(SettingsError, match="cache size"):
-        RefinerCache(capacity)
+        Cache(capacity)
 
 
 def test_a_background_load_is_shared_with_a_request_made_while_it_runs(refiners):
     release = threading.Event()
     loader = CountingLoader(release)
-    cache = RefinerCache(loader=loader)
-    pending = cache.start_loading(refiners[0], build_sgm, torch.float16)
-    waiter = threading.Thread(target=lambda: results.append(cache.get(refiners[0], build_sgm, torch.float16)))
+    cache = Cache(loader=loader)
+    pending = cache.loading(refiners[0], build_sgm, torch.float16)
+    waiter = threading.Thread(target=lambda: results.append(cache.load(refiners[0], build_sgm, torch.float16)))
     results = []
     waiter.start()
     assert not pending.done()
@@ -302,9 +302,9 @@ def test_a_background_load_is_shared_with_a_request_made_while_it_runs(refiners)
 def test_a_background_load_leaves_the_main_threads_random_numbers_alone(refiners):
     torch.manual_seed(123)
     expected = [torch.randn(64) for _ in range(200)]
-    cache = RefinerCache()
+    cache = Cache()
     torch.manual_seed(123)
-    pending = cache.start_loading(refiners[0], build_sgm, torch.float32)
+    pending = cache.loading(refiners[0], build_sgm, torch.float32)
     drawn = [torch.randn(64) for _ in range(200)]
     pending.result(timeout=60)
     assert all(torch.equal(a, b) for a, b in zip(drawn, expected, strict=True))
@@ -314,18 +314,18 @@ def test_a_background_load_leaves_the_main_threads_random_numbers_alone(refiners
 def test_a_failed_background_load_raises_at_result_and_keeps_nothing(tmp_path, refiners):
     truncated = write_checkpoint(tmp_path / "broken.safetensors", "refiner")
     os.truncate(truncated, truncated.stat().st_size - 100)
-    cache = RefinerCache()
-    pending = cache.start_loading(truncated, build_sgm, torch.float16)
+    cache = Cache()
+    pending = cache.loading(truncated, build_sgm, torch.float16)
     with pytest.raises(CheckpointError, match=r"broken\.safetensors.*truncated"):
         pending.result(timeout=30)
     with pytest.raises(CheckpointError, match=r"broken\.safetensors.*truncated"):
         pending.result(timeout=30)
-    assert cache.cached() == [] and cache.memory_by_device() == {}
+    assert cache.kept() == [] and cache.memory_by_device() == {}
     cache.shutdown()
 
 
 def test_a_missing_file_fails_at_result_not_when_the_load_is_started(tmp_path):
-    pending = RefinerCache().start_loading(tmp_path / "gone.safetensors", build_sgm, torch.float16)
+    pending = Cache().loading(tmp_path / "gone.safetensors", build_sgm, torch.float16)
     assert pending.done()
     with pytest.raises(CheckpointError, match=r"gone\.safetensors.*does not exist"):
         pending.result()
@@ -335,25 +335,25 @@ def test_an_unexpected_load_failure_reaches_the_caller_as_a_checkpoint_error(ref
     def out_of_memory(*args, **kwargs):
         raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    cache = RefinerCache(loader=out_of_memory)
-    pending = cache.start_loading(refiners[0], build_sgm, torch.float16)
+    cache = Cache(loader=out_of_memory)
+    pending = cache.loading(refiners[0], build_sgm, torch.float16)
     with pytest.raises(CheckpointError, match=r"refiner0\.safetensors.*out of memory.*offload"):
         pending.result(timeout=30)
     with pytest.raises(CheckpointError, match="out of memory"):
-        cache.get(refiners[0], build_sgm, torch.float16)
-    assert cache.cached() == []
+        cache.load(refiners[0], build_sgm, torch.float16)
+    assert cache.kept() == []
     cache.shutdown()
 
 
 def test_a_failed_load_leaves_the_other_kept_refiners_in_place(tmp_path, refiners):
     broken = write_checkpoint(tmp_path / "broken.safetensors", "refiner")
     os.truncate(broken, broken.stat().st_size - 100)
-    cache = RefinerCache(2)
-    kept = cache.get(refiners[0], build_sgm, torch.float16)
+    cache = Cache(2)
+    kept = cache.load(refiners[0], build_sgm, torch.float16)
     with pytest.raises(CheckpointError):
-        cache.get(broken, build_sgm, torch.float16)
-    assert [identity.path for identity in cache.cached()] == [refiners[0].resolve()]
-    assert cache.get(refiners[0], build_sgm, torch.float16) is kept
+        cache.load(broken, build_sgm, torch.float16)
+    assert [identity.path for identity in cache.kept()] == [refiners[0].resolve()]
+    assert cache.load(refiners[0], build_sgm, torch.float16) is kept
 
 
 def test_the_main_thread_builds_on_its_own_device_while_a_background_build_is_on_meta(refiners):
@@ -365,8 +365,8 @@ def test_the_main_thread_builds_on_its_own_device_while_a_background_build_is_on
         assert release.wait(30)
         return build_sgm(config)
 
-    cache = RefinerCache()
-    pending = cache.start_loading(refiners[0], slow_build, torch.float16)
+    cache = Cache()
+    pending = cache.loading(refiners[0], slow_build, torch.float16)
     assert inside_build.wait(30)
     try:
         assert torch.empty(1).device.type == "cpu"
@@ -378,11 +378,11 @@ def test_the_main_thread_builds_on_its_own_device_while_a_background_build_is_on
 
 
 def test_lowering_the_capacity_drops_the_least_recently_used_at_once(refiners):
-    cache = RefinerCache(3)
+    cache = Cache(3)
     for path in [refiners[0], refiners[1], refiners[2], refiners[0]]:
-        cache.get(path, build_sgm, torch.float16)
+        cache.load(path, build_sgm, torch.float16)
     cache.capacity = 1
-    assert [identity.path.name for identity in cache.cached()] == ["refiner0.safetensors"]
+    assert [identity.path.name for identity in cache.kept()] == ["refiner0.safetensors"]
     with pytest.raises(SettingsError):
         cache.capacity = -2
     assert cache.capacity == 1
@@ -392,11 +392,11 @@ def test_lowering_the_capacity_drops_the_least_recently_used_at_once(refiners):
 
 
 def test_an_offloaded_refiner_queues_its_copy_at_start_and_swaps_it_in_only_at_the_switch(refiners):
-    cache = RefinerCache()
-    module = cache.get(refiners[0], build_sgm, torch.float16)
+    cache = Cache()
+    module = cache.load(refiners[0], build_sgm, torch.float16)
     originals = {name: p for name, p in module.named_parameters()}
     ops = RecordingStreamOps()
-    offloaded = OffloadedRefiner(cache.start_loading(refiners[0], build_sgm, torch.float16), "cpu", ops)
+    offloaded = OffloadedRefiner(cache.loading(refiners[0], build_sgm, torch.float16), "cpu", ops)
     offloaded.start()
     assert [entry[0] for entry in ops.log] == ["new_stream", "enter", "exit", "record"]
 
@@ -412,9 +412,9 @@ def test_an_offloaded_refiner_queues_its_copy_at_start_and_swaps_it_in_only_at_t
 
 def test_an_offloaded_refiner_still_loading_at_start_is_copied_when_the_load_ends(refiners):
     release = threading.Event()
-    cache = RefinerCache(loader=CountingLoader(release))
+    cache = Cache(loader=CountingLoader(release))
     ops = RecordingStreamOps()
-    offloaded = OffloadedRefiner(cache.start_loading(refiners[0], build_sgm, torch.float16), "cpu", ops)
+    offloaded = OffloadedRefiner(cache.loading(refiners[0], build_sgm, torch.float16), "cpu", ops)
     offloaded.start()
     assert ops.log == []
     release.set()
@@ -428,9 +428,9 @@ def test_an_offloaded_refiner_still_loading_at_start_is_copied_when_the_load_end
 
 def test_an_offloaded_refiner_released_before_its_load_ends_never_copies(refiners):
     release = threading.Event()
-    cache = RefinerCache(loader=CountingLoader(release))
+    cache = Cache(loader=CountingLoader(release))
     ops = RecordingStreamOps()
-    pending = cache.start_loading(refiners[0], build_sgm, torch.float16)
+    pending = cache.loading(refiners[0], build_sgm, torch.float16)
     offloaded = OffloadedRefiner(pending, "cpu", ops)
     offloaded.start()
     offloaded.release()
@@ -442,7 +442,7 @@ def test_an_offloaded_refiner_released_before_its_load_ends_never_copies(refiner
 
 def test_an_offloaded_refiner_whose_load_failed_raises_at_the_switch(tmp_path):
     ops = RecordingStreamOps()
-    pending = RefinerCache().start_loading(tmp_path / "gone.safetensors", build_sgm, torch.float16)
+    pending = Cache().loading(tmp_path / "gone.safetensors", build_sgm, torch.float16)
     offloaded = OffloadedRefiner(pending, "cpu", ops)
     offloaded.start()
     with pytest.raises(CheckpointError, match=r"gone\.safetensors"):
@@ -457,7 +457,7 @@ class ReleaseWatch:
     def __init__(self, monkeypatch):
         self.alive_at_release: list[list[str]] = []
         self.modules: dict[str, object] = {}
-        monkeypatch.setattr("sdxl_refiner.residency.release_pinned_memory", self.release)
+        monkeypatch.setattr("sdxl_refiner.core.residency.release_pinned_memory", self.release)
 
     def track(self, name, module):
         self.modules[name] = weakref.ref(module)
@@ -475,10 +475,10 @@ def pinned_loader(path, build, dtype, device, *, pin_memory=False, host_config=N
 
 def test_a_pinned_refiner_dropped_by_the_cache_gives_its_ram_back_once_it_is_freed(refiners, monkeypatch):
     watch = ReleaseWatch(monkeypatch)
-    cache = RefinerCache(1, loader=pinned_loader)
-    watch.track("0", cache.get(refiners[0], build_sgm, torch.float16, pin_memory=True))
+    cache = Cache(1, loader=pinned_loader)
+    watch.track("0", cache.load(refiners[0], build_sgm, torch.float16, pin_memory=True))
     assert watch.alive_at_release == []
-    watch.track("1", cache.get(refiners[1], build_sgm, torch.float16, pin_memory=True))
+    watch.track("1", cache.load(refiners[1], build_sgm, torch.float16, pin_memory=True))
     assert watch.alive_at_release == [[]]
     cache.unload()
     assert watch.alive_at_release == [[], []]
@@ -486,19 +486,19 @@ def test_a_pinned_refiner_dropped_by_the_cache_gives_its_ram_back_once_it_is_fre
 
 def test_a_pinned_refiner_replaced_by_its_changed_file_is_freed_before_the_ram_is_given_back(refiners, monkeypatch):
     watch = ReleaseWatch(monkeypatch)
-    cache = RefinerCache(2, loader=pinned_loader)
-    watch.track("old", cache.get(refiners[0], build_sgm, torch.float16, pin_memory=True))
+    cache = Cache(2, loader=pinned_loader)
+    watch.track("old", cache.load(refiners[0], build_sgm, torch.float16, pin_memory=True))
     stat = refiners[0].stat()
     os.utime(refiners[0], ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
-    cache.get(refiners[0], build_sgm, torch.float16, pin_memory=True)
+    cache.load(refiners[0], build_sgm, torch.float16, pin_memory=True)
     assert watch.alive_at_release == [[]]
 
 
 def test_pageable_refiners_leave_the_pinned_ram_cache_alone(refiners, monkeypatch):
     watch = ReleaseWatch(monkeypatch)
-    cache = RefinerCache(1)
+    cache = Cache(1)
     for path in [refiners[0], refiners[1]]:
-        cache.get(path, build_sgm, torch.float16)
+        cache.load(path, build_sgm, torch.float16)
     cache.capacity = 0
     cache.unload()
     assert watch.alive_at_release == []

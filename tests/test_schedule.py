@@ -12,8 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from k_diffusion import sampling
 
-from sdxl_refiner.errors import PlanError, SettingsError
-from sdxl_refiner.schedule import (
+from sdxl_refiner.core.errors import PlanError, SettingsError
+from sdxl_refiner.core.schedule import (
     SwitchPlan,
     SwitchPoint,
     calls_per_step,
@@ -22,7 +22,7 @@ from sdxl_refiner.schedule import (
     switch_point,
     switch_point_from_calls,
 )
-from sdxl_refiner.settings import Settings
+from sdxl_refiner.core.settings import Settings
 
 
 def percent(p: float) -> Settings:

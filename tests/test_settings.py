@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sdxl_refiner.errors import SettingsError
-from sdxl_refiner.settings import (
+from sdxl_refiner.core.errors import SettingsError
+from sdxl_refiner.core.settings import (
     FIELD_NAMES,
     HIRES_PASS_LABELS,
     STEP_FIELDS,

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from sdxl_refiner.checkpoint import load_unet
-from sdxl_refiner.unet_config import HostUNetConfig
+from sdxl_refiner.core.checkpoint import load_unet
+from sdxl_refiner.core.unet_config import HostUNetConfig
 from tests.support.checkpoints import random_unet_state, small_unet_params, write_checkpoint
 from tests.support.real_sgm import SgmUnavailable, unet_model_class
 from tests.support.released import RELEASED

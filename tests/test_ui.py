@@ -9,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sdxl_refiner.infotext import infotext_params
-from sdxl_refiner.settings import HIRES_PASS_LABELS, UI_ARG_ORDER, Settings, from_named, from_ui_args
+from sdxl_refiner.core.infotext import infotext_params
+from sdxl_refiner.core.settings import HIRES_PASS_LABELS, UI_ARG_ORDER, Settings, from_named, from_ui_args
 from tests.standin.fixtures import webui  # noqa: F401 - the fixture
 
 REFINER_FILE = "sd_xl_refiner_1.0.safetensors"
@@ -39,7 +39,7 @@ def checkpoints(webui):  # noqa: F811
 
 
 def build(webui, is_img2img: bool):  # noqa: F811
-    from sdxl_refiner.webui.ui import build_panel
+    from sdxl_refiner.host.ui import build_panel
 
     with gr.Blocks():
         return build_panel(is_img2img)
@@ -97,7 +97,7 @@ def write_and_parse(webui, written: dict[str, str]) -> dict[str, str]:  # noqa: 
 
 
 def pasted(webui, panel, params: dict) -> list[object]:  # noqa: F811
-    from sdxl_refiner.webui.paste import paste_fields
+    from sdxl_refiner.host.paste import paste_fields
 
     fields = paste_fields(panel)
     assert [field.component for field in fields] == panel.inputs
@@ -160,7 +160,7 @@ def test_builtin_refiner_infotext_fills_the_panel_only_when_opted_in(checkpoints
     panel = build(checkpoints, False)
     params = write_and_parse(checkpoints, {"Refiner": REFINER_FILE, "Refiner switch at": "0.75"})
     assert pasted(checkpoints, panel, params)[0] is False
-    from sdxl_refiner.webui import options
+    from sdxl_refiner.host import options
 
     options.add_options()
     checkpoints.shared.opts.sdxl_refiner_import_builtin_infotext = True
@@ -170,11 +170,11 @@ def test_builtin_refiner_infotext_fills_the_panel_only_when_opted_in(checkpoints
 
 
 def test_settings_section_options_and_flags(webui) -> None:  # noqa: F811
-    from sdxl_refiner.webui import options
+    from sdxl_refiner.host import options
 
     webui.script_callbacks.clear_callbacks()
-    options.register_callbacks()
-    options.register_callbacks()
+    options.register_callbacks(lambda: [])
+    options.register_callbacks(lambda: [])
     assert len(webui.script_callbacks.callback_map["callbacks_ui_settings"]) == 1
     webui.script_callbacks.ui_settings_callback()
     labels = webui.shared.opts.data_labels
@@ -204,7 +204,7 @@ def test_settings_section_options_and_flags(webui) -> None:  # noqa: F811
 def test_default_hires_pass_resolves_panel_then_flag_then_setting_then_webui(
     webui, panel, ours, flag, webui_setting, expected  # noqa: F811
 ) -> None:
-    from sdxl_refiner.webui import options
+    from sdxl_refiner.host import options
 
     options.add_options()
     webui.shared.opts.sdxl_refiner_hires_pass = ours
@@ -231,8 +231,8 @@ def test_preload_flags_parse_and_refuse_bad_values() -> None:
 
 def test_preload_flag_choices_are_the_settings_choices() -> None:
     import preload
-    from sdxl_refiner.residency import RESIDENCY_POLICIES
-    from sdxl_refiner.webui import options
+    from sdxl_refiner.core.residency import RESIDENCY_POLICIES
+    from sdxl_refiner.host import options
 
     assert preload.RESIDENCY_CHOICES == RESIDENCY_POLICIES
     assert preload.HIRES_PASS_CHOICES == options.HIRES_PASS_CHOICES
@@ -254,7 +254,7 @@ def test_install_checks_and_installs_nothing(tmp_path, monkeypatch, capsys) -> N
 
 
 def test_a_webui_without_the_sampling_hook_gets_a_notice_in_the_panel(checkpoints, monkeypatch) -> None:
-    from sdxl_refiner.webui import ui
+    from sdxl_refiner.host import ui
 
     assert ui.refining_supported()
     with gr.Blocks() as supported:

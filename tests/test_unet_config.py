@@ -8,15 +8,15 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sdxl_refiner.checkpoint import classify_checkpoint, load_unet
-from sdxl_refiner.errors import CheckpointError
-from sdxl_refiner.residency import RefinerCache
-from sdxl_refiner.unet_config import (
+from sdxl_refiner.core.checkpoint import classify_checkpoint, load_unet
+from sdxl_refiner.core.errors import CheckpointError
+from sdxl_refiner.core.unet_config import (
     SDXL_HEAD_CHANNELS,
     HostUNetConfig,
     infer_unet_config,
     unet_constructor_params,
 )
+from tests.support.cache import Cache
 from tests.support.checkpoints import random_unet_state, small_unet_params, write_checkpoint
 from tests.support.released import SDXL_BASE_PARAMS, SDXL_REFINER_PARAMS
 from tests.support.sgm_unet import SgmUNet, heads_of
@@ -351,11 +351,11 @@ def test_loading_refuses_a_contradicting_config_before_building_anything(refiner
 
 def test_another_config_for_the_same_file_is_another_cached_unet(refiner_16):
     path, params = refiner_16
-    cache = RefinerCache(capacity=2)
+    cache = Cache(capacity=2)
     build = lambda kwargs: SgmUNet(**kwargs)  # noqa: E731
-    first = cache.get(path, build, torch.float32, host_config=host(params))
-    assert cache.get(path, build, torch.float32, host_config=host(dict(params))) is first
-    other = cache.get(path, build, torch.float32, host_config=host({**params, "num_head_channels": 32}))
+    first = cache.load(path, build, torch.float32, host_config=host(params))
+    assert cache.load(path, build, torch.float32, host_config=host(dict(params))) is first
+    other = cache.load(path, build, torch.float32, host_config=host({**params, "num_head_channels": 32}))
     assert other is not first and heads_of(other) == {(2, 32)}
 
 

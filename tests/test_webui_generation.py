@@ -7,9 +7,9 @@ import hashlib
 import pytest
 import torch
 
-from sdxl_refiner.conditioning import timestep_embedding
-from sdxl_refiner.schedule import switch_point
-from sdxl_refiner.webui.samplers import REFUSED_SAMPLER_LABELS
+from sdxl_refiner.core.conditioning import timestep_embedding
+from sdxl_refiner.core.samplers import REFUSED_SAMPLER_LABELS
+from sdxl_refiner.core.schedule import switch_point
 from tests.standin.refiner_runs import CallTrace, cached_refiner, refine, traced, ui_args
 
 ALL_SWITCHABLE = ["Euler", "Euler a", "LMS", "Heun", "DPM2", "DPM2 a", "DPM++ 2S a", "DPM++ SDE",

@@ -126,16 +126,16 @@ class CpuStreamOps:
 
 
 def test_offloaded_refiner_is_swapped_in_by_a_device_copy_and_the_cached_copy_never_moves(webui, monkeypatch):
-    from sdxl_refiner import residency
-    from sdxl_refiner.residency import Placement
+    from sdxl_refiner.core import residency
+    from sdxl_refiner.core.residency import StoragePlan
 
     webui.write_pair()
-    from sdxl_refiner.webui import loading
+    from sdxl_refiner.bindings.webui import unet
 
     ops = CpuStreamOps()
     monkeypatch.setattr(residency, "CudaStreamOps", lambda: ops)
     resident = refine(webui, webui.txt2img(seed=61), ui_args(steps_percent=50)).samples[0]
-    monkeypatch.setattr(loading, "placement", lambda refiner_bytes: Placement("cpu", "cpu", pin_memory=False, prefetch=True))
+    monkeypatch.setattr(unet, "storage_plan", lambda refiner_bytes: StoragePlan("cpu", "cpu", pin_memory=False, prefetch=True))
     refiner = cached_refiner(webui)
     tensors_before = dict(refiner.state_dict(keep_vars=True))
     trace = CallTrace()

@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from sdxl_refiner.errors import CheckpointError
+from sdxl_refiner.core.errors import CheckpointError
 from tests.standin.refiner_runs import cached_refiner, refine, ui_args
 from tests.support.checkpoints import write_checkpoint
 from tests.support.sgm_unet import heads_of
@@ -114,15 +114,16 @@ def test_an_unreadable_yaml_is_refused_naming_it(webui, text, why):
 
 
 def test_a_unet_only_refiner_without_a_yaml_is_built_from_its_shapes_and_with_one_from_it(webui):
-    from sdxl_refiner.webui import loading, model_config
+    from sdxl_refiner.bindings.webui import model_config
+    from sdxl_refiner.host import checkpoints
 
     webui.write_pair()
     path = write_checkpoint(webui.models_dir / "unet-only.safetensors", "unet_only_refiner")
     webui.sd_models.list_models()
     info = webui.checkpoint("unet-only.safetensors")
-    assert model_config.host_unet_config(info, loading.classify_refiner(info)) is None
+    assert model_config.host_unet_config(info, checkpoints.classify_refiner(info).info) is None
     webui.sgm.write_config({"num_head_channels": 16}, path.with_suffix(".yaml"))
-    found = model_config.host_unet_config(info, loading.classify_refiner(info))
+    found = model_config.host_unet_config(info, checkpoints.classify_refiner(info).info)
     assert found.params == {"num_head_channels": 16, "use_checkpoint": False}
 
 
@@ -147,39 +148,43 @@ def test_network_params_that_are_not_a_mapping_are_refused(webui):
 
 
 def test_interpolations_in_the_yaml_are_resolved_as_omegaconf_resolves_them(webui):
-    from sdxl_refiner.webui import loading, model_config
+    from sdxl_refiner.bindings.webui import model_config
+    from sdxl_refiner.host import checkpoints
 
     webui.write_pair()
     text = webui.sgm.engine_config({**webui.type_configs["refiner"], "num_head_channels": "${heads}"})
     (webui.models_dir / "refiner.yaml").write_text(json.dumps({**text, "heads": 8}))
     info = webui.checkpoint("refiner.safetensors")
-    assert model_config.host_unet_config(info, loading.classify_refiner(info)).params["num_head_channels"] == 8
+    assert model_config.host_unet_config(info, checkpoints.classify_refiner(info).info).params["num_head_channels"] == 8
     assert heads_of(cached_refiner(webui)) == {(8, 8)}
 
 
 def test_a_webui_without_a_config_for_the_type_builds_the_refiner_from_its_shapes(webui):
-    from sdxl_refiner.webui import loading, model_config
+    from sdxl_refiner.bindings.webui import model_config
+    from sdxl_refiner.host import checkpoints
 
     webui.write_pair()
     del webui.sd_models_config.config_sdxl_refiner
     info = webui.checkpoint("refiner.safetensors")
-    assert model_config.host_unet_config(info, loading.classify_refiner(info)) is None
+    assert model_config.host_unet_config(info, checkpoints.classify_refiner(info).info) is None
 
 
 def test_without_the_webuis_type_config_the_refiner_is_built_from_its_shapes(webui):
-    from sdxl_refiner.webui import loading, model_config
+    from sdxl_refiner.bindings.webui import model_config
+    from sdxl_refiner.host import checkpoints
 
     webui.write_pair()
     webui.sd_models_config.config_sdxl_refiner = str(webui.models_dir / "absent.yaml")
     info = webui.checkpoint("refiner.safetensors")
-    assert model_config.host_unet_config(info, loading.classify_refiner(info)) is None
+    assert model_config.host_unet_config(info, checkpoints.classify_refiner(info).info) is None
 
 
 def test_the_webuis_inference_overrides_are_applied_to_the_config(webui):
-    from sdxl_refiner.webui import loading, model_config
+    from sdxl_refiner.bindings.webui import model_config
+    from sdxl_refiner.host import checkpoints
 
     webui.write_pair()
     info = webui.checkpoint("refiner.safetensors")
-    found = model_config.host_unet_config(info, loading.classify_refiner(info))
+    found = model_config.host_unet_config(info, checkpoints.classify_refiner(info).info)
     assert webui.type_configs["refiner"]["use_checkpoint"] is True
     assert found.params == {**webui.type_configs["refiner"], "use_checkpoint": False}

@@ -36,7 +36,8 @@ def test_hires_fix_refines_the_passes_the_setting_names(webui, hires_pass, refin
     second_pass = trace.names()[4:]
     assert ("refiner" in first_pass) == refined_passes[0]
     assert ("refiner" in second_pass) == refined_passes[1]
-    assert p.sdxl_refiner_run.passes_run == sum(refined_passes)
+    assert ("SDXL Refiner split" in p.extra_generation_params) == refined_passes[0]
+    assert ("SDXL Refiner hires split" in p.extra_generation_params) == refined_passes[1]
     assert len(result.images) == 1
 
 
@@ -111,8 +112,8 @@ def test_img2img_with_batch_count_reuses_one_sampler_without_stacking_wrappers(w
 
 
 def test_hires_fix_on_both_passes_writes_each_passes_split_and_pastes_back(webui):
-    from sdxl_refiner.infotext import settings_from_infotext
-    from sdxl_refiner.settings import from_named
+    from sdxl_refiner.core.infotext import settings_from_infotext
+    from sdxl_refiner.core.settings import from_named
 
     webui.write_pair()
     p = webui.txt2img(steps=6, enable_hr=True, hr_second_pass_steps=4, denoising_strength=0.5)
@@ -155,13 +156,14 @@ def test_the_unload_route_asks_for_the_same_credentials_as_the_webuis_api(webui,
     from fastapi import FastAPI
     from fastapi.testclient import TestClient
 
-    from sdxl_refiner.webui import generation, options
+    from sdxl_refiner.host import options
 
     unloads = []
-    monkeypatch.setattr(generation, "unload_refiner", lambda: unloads.append(True))
     monkeypatch.setattr(webui.shared.cmd_opts, "api_auth", api_auth)
     app = FastAPI()
-    options.add_unload_route(None, app)
+    options.unload_route(lambda: unloads.append(True) or ["refiner.safetensors"])(None, app)
     response = TestClient(app).post(options.UNLOAD_ROUTE, auth=auth)
     assert response.status_code == status
     assert unloads == ([True] if status == 200 else [])
+    if status == 200:
+        assert response.json() == {"unloaded": True, "refiners": ["refiner.safetensors"]}

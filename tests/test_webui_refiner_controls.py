@@ -13,9 +13,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sdxl_refiner.errors import SettingsError
-from sdxl_refiner.refiner_noise import takes_noise_sampler
-from sdxl_refiner.webui.samplers import NOISE_SAMPLER_LABELS, REFUSED_SAMPLER_LABELS
+from sdxl_refiner.core.errors import SettingsError
+from sdxl_refiner.core.refiner_noise import takes_noise_sampler
+from sdxl_refiner.core.samplers import NOISE_SAMPLER_LABELS, REFUSED_SAMPLER_LABELS
 from tests.standin.refiner_runs import cached_refiner, refine, ui_args
 from tests.test_webui_generation import ALL_SWITCHABLE, copy_of_base
 

@@ -6,10 +6,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from sdxl_refiner.errors import CheckpointError, ConditioningError, PlanError, SettingsError
-from sdxl_refiner.webui import generation
-from sdxl_refiner.webui.run_state import RefinerRun
-from sdxl_refiner.webui.samplers import REFUSED_SAMPLER_LABELS
+from sdxl_refiner.core.errors import CheckpointError, ConditioningError, PlanError, SettingsError
+from sdxl_refiner.core.samplers import REFUSED_SAMPLER_LABELS
+from sdxl_refiner.host import sampling
+from sdxl_refiner.host.run_state import RefinerRun
 from tests.standin.refiner_runs import CallTrace, assert_restored, refine, snapshot, ui_args
 from tests.support.checkpoints import write_checkpoint
 
@@ -92,13 +92,13 @@ def test_a_corrupt_refiner_in_a_subfolder_is_named_as_the_checkpoint_list_names_
 def test_a_refiner_whose_load_fails_is_named_without_its_folder_with_memory_advice_only_for_memory(
     webui, monkeypatch, failure, memory_advice
 ):
-    from sdxl_refiner.webui import loading
+    from sdxl_refiner.bindings.webui import unet
 
     def failing_build(params):
         raise failure
 
     webui.write_pair()
-    monkeypatch.setattr(loading, "build_unet", failing_build)
+    monkeypatch.setattr(unet, "build_unet", failing_build)
     message = refused(webui, webui.txt2img(steps=4), ui_args(), CheckpointError, before_any_step=False)
     assert "'refiner.safetensors'" in message
     assert f"{type(failure).__name__}: {failure}" in message
@@ -162,7 +162,7 @@ def test_errors_name_the_base_and_the_refiner_as_the_checkpoint_list_does(webui,
     run = RefinerRun(checkpoint_info=webui.checkpoint("refiner.safetensors"))
     error = ConditioningError(
         f"reading {p.sd_model.sd_checkpoint_info.filename} and {run.checkpoint_info.filename} failed")
-    assert str(generation.for_users(p, run, error)) == "reading my base.safetensors and refiner.safetensors failed"
+    assert str(sampling.for_users(p, run, error)) == "reading my base.safetensors and refiner.safetensors failed"
 
 
 def test_invalid_settings_reach_the_user_from_the_sampling_call(webui):

@@ -44,7 +44,7 @@ def test_a_pass_stopped_before_the_switch_reports_no_missed_switch(webui, flag):
     webui.script_callbacks.on_cfg_denoiser(stop_at_once)
     p = webui.txt2img(steps=10)
     refine(webui, p, ui_args(steps_percent=50))
-    assert p.sdxl_refiner_run.passes_run == 1
+    assert "SDXL Refiner split" in p.extra_generation_params, "the pass was planned with the refiner"
     assert "refiner did not run" not in p.extra_generation_params.get("SDXL Refiner notes", "")
 
 
@@ -77,13 +77,14 @@ def test_a_failed_refiner_load_is_reported_at_the_switch_and_the_next_generation
 
     def process_then_break_file(p, *args):
         original_process(p, *args)
-        p.sdxl_refiner_run.pending.result()  # the load has finished; now damage what a reload would read
-        from sdxl_refiner.webui import loading
-        loading.resources().cache.unload()
-        p.sdxl_refiner_run.pending = loading.start_loading(str(path) + ".missing", p.sdxl_refiner_run.placement, None)
+        refiner = p.sdxl_refiner_run.refiner
+        refiner.pending.result()  # the load has finished; now damage what a reload would read
+        from sdxl_refiner.host.resources import resources
+        resources().cache.unload()
+        refiner.pending = resources().cache.start_loading(str(path) + ".missing", lambda _path: None)
 
     script.process = process_then_break_file
-    from sdxl_refiner.errors import CheckpointError
+    from sdxl_refiner.core.errors import CheckpointError
 
     trace = CallTrace()
     handle = trace.attach(before["unet"], "base")

@@ -5,15 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sdxl_refiner.errors import PlanError
-from sdxl_refiner.schedule import switch_point
-from sdxl_refiner.webui.samplers import (
+from sdxl_refiner.core.errors import PlanError
+from sdxl_refiner.core.samplers import (
     function_name,
     refuse_unsupported,
     sampler_label,
     sigmas_used,
     switch_point_for,
 )
+from sdxl_refiner.core.schedule import switch_point
 
 SCHEDULE = torch.tensor([14.6, 9.0, 4.0, 1.5, 0.5, 0.0])
 

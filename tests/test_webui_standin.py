@@ -7,7 +7,7 @@ import hashlib
 import pytest
 import torch
 
-from sdxl_refiner.checkpoint import CheckpointKind, classify_checkpoint
+from sdxl_refiner.core.checkpoint import CheckpointKind, classify_checkpoint
 
 HOOKS_IN_ORDER = [
     "setup", "before_process", "process", "before_process_batch", "after_extra_networks_activate",

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from sdxl_refiner.errors import SettingsError
-from sdxl_refiner.settings import from_ui_args
+from sdxl_refiner.core.errors import SettingsError
+from sdxl_refiner.core.settings import from_ui_args
 from tests.standin.fixtures import webui  # noqa: F401 - the fixture
 
 XYZ_GRID = Path(__file__).resolve().parent / "standin" / "webui_scripts" / "xyz_grid.py"
@@ -36,7 +36,7 @@ def grid(webui):  # noqa: F811
 
 
 def register(webui) -> dict:  # noqa: F811
-    from sdxl_refiner.webui import xyz
+    from sdxl_refiner.host import xyz
 
     webui.script_callbacks.clear_callbacks()
     xyz.register_callbacks()
@@ -45,7 +45,7 @@ def register(webui) -> dict:  # noqa: F811
 
 
 def test_axes_are_registered_once_however_often_the_ui_is_built(grid) -> None:
-    from sdxl_refiner.webui import xyz
+    from sdxl_refiner.host import xyz
 
     before = [option.label for option in grid.xyz_grid.axis_options]
     register(grid)
@@ -79,7 +79,7 @@ def test_grid_labels_write_whole_numbers_without_a_decimal_point(grid, axis, val
 
 
 def test_without_the_xyz_script_nothing_is_registered_and_nothing_fails(webui, capsys) -> None:  # noqa: F811
-    from sdxl_refiner.webui import xyz
+    from sdxl_refiner.host import xyz
 
     webui.scripts.scripts_data.clear()
     xyz.register_axes()
@@ -87,7 +87,7 @@ def test_without_the_xyz_script_nothing_is_registered_and_nothing_fails(webui, c
 
 
 def test_steps_axis_zero_is_off_and_other_values_turn_the_refiner_on(grid) -> None:
-    from sdxl_refiner.webui import xyz
+    from sdxl_refiner.host import xyz
 
     axes = register(grid)
     title = grid.checkpoint("sd_xl_refiner_1.0.safetensors").title
@@ -102,7 +102,7 @@ def test_steps_axis_zero_is_off_and_other_values_turn_the_refiner_on(grid) -> No
 
 
 def test_two_axes_combine_per_cell_without_leaking_between_cells(grid) -> None:
-    from sdxl_refiner.webui import xyz
+    from sdxl_refiner.host import xyz
 
     axes = register(grid)
     titles = xyz.checkpoint_titles()
@@ -117,7 +117,7 @@ def test_two_axes_combine_per_cell_without_leaking_between_cells(grid) -> None:
 
 
 def test_checkpoint_axis_offers_the_checkpoint_list_and_refuses_unknown_names(grid) -> None:
-    from sdxl_refiner.webui import xyz
+    from sdxl_refiner.host import xyz
 
     axes = register(grid)
     option = axes[xyz.AXIS_CHECKPOINT]
@@ -132,7 +132,7 @@ def test_checkpoint_axis_offers_the_checkpoint_list_and_refuses_unknown_names(gr
 
 
 def test_cfg_and_noise_axes_set_the_refiners_values_per_cell_and_leave_the_rest(grid) -> None:
-    from sdxl_refiner.webui import xyz
+    from sdxl_refiner.host import xyz
 
     axes = register(grid)
     title = grid.checkpoint("sd_xl_refiner_1.0.safetensors").title
@@ -147,7 +147,7 @@ def test_cfg_and_noise_axes_set_the_refiners_values_per_cell_and_leave_the_rest(
 
 
 def test_an_out_of_range_noise_on_its_axis_gets_the_normalisers_message(grid) -> None:
-    from sdxl_refiner.webui import xyz
+    from sdxl_refiner.host import xyz
 
     axes = register(grid)
     with pytest.raises(SettingsError, match=re.escape("'noise_multiplier' must be a number from 0 to 1.5; got 2.0")):
@@ -158,7 +158,7 @@ def test_an_out_of_range_noise_on_its_axis_gets_the_normalisers_message(grid) ->
 
 
 def test_aesthetic_axis_alone_leaves_the_refiner_off(grid) -> None:
-    from sdxl_refiner.webui import xyz
+    from sdxl_refiner.host import xyz
 
     axes = register(grid)
     results = grid.xyz_grid.run_cells(
@@ -168,7 +168,7 @@ def test_aesthetic_axis_alone_leaves_the_refiner_off(grid) -> None:
 
 
 def test_an_out_of_range_axis_value_gets_the_normalisers_message(grid) -> None:
-    from sdxl_refiner.webui import xyz
+    from sdxl_refiner.host import xyz
 
     axes = register(grid)
     with pytest.raises(SettingsError, match=re.escape("'steps_percent' must be a number from 0 to 100; got 150.0")):
@@ -180,7 +180,7 @@ def test_an_out_of_range_axis_value_gets_the_normalisers_message(grid) -> None:
 
 def test_a_zero_percent_cell_after_a_refined_cell_has_no_refiner_infotext(grid) -> None:
     """Every cell runs a shallow copy of one p, so all cells start from the same infotext dict."""
-    from sdxl_refiner.webui import xyz
+    from sdxl_refiner.host import xyz
     from tests.standin.refiner_runs import load_script, ui_args
 
     grid.write_pair()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sdxl_refiner.webui.ui import ELEM_PREFIX, elem_id
+from sdxl_refiner.host.ui import ELEM_PREFIX, elem_id
 
 CHROMIUM = os.environ.get("SDXL_REFINER_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 TIMEOUT_MS = 60_000

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from sdxl_refiner.webui.ui import ELEM_PREFIX, elem_id
-from sdxl_refiner.webui.xyz import (
+from sdxl_refiner.host.ui import ELEM_PREFIX, elem_id
+from sdxl_refiner.host.xyz import (
     AXIS_AESTHETIC_SCORE,
     AXIS_CFG_SCALE,
     AXIS_CHECKPOINT,

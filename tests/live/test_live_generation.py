@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from sdxl_refiner.webui.generation import BUILTIN_OFF_NOTE
+from sdxl_refiner.host.sampling import builtin_off_note
 from tests.live.webui_api import (
     BASE_COPY,
     REFINER,
@@ -24,6 +24,8 @@ from tests.live.webui_api import (
     pixels,
     small_png,
 )
+
+BUILTIN_OFF_NOTE = builtin_off_note("the WebUI")
 
 pytestmark = pytest.mark.live
 

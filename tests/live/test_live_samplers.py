@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from sdxl_refiner.webui.samplers import REFUSED_SAMPLER_LABELS
+from sdxl_refiner.core.samplers import REFUSED_SAMPLER_LABELS
 from tests.live.webui_api import BASE_COPY, ApiError, WebUIApi, infotext, ours, pixels
 
 pytestmark = pytest.mark.live

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from sdxl_refiner.webui.ui import ELEM_PREFIX, elem_id
+from sdxl_refiner.host.ui import ELEM_PREFIX, elem_id
 from tests.live.browser import Page, launched_chromium
 from tests.live.webui_api import FORGE_BASE, FORGE_REFINER, WebUIApi
 

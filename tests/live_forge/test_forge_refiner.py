@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from sdxl_refiner.forge.generation import BUILTIN_OFF_NOTE
+from sdxl_refiner.host.sampling import builtin_off_note
 from tests.live.webui_api import (
     FORGE_BASE,
     FORGE_BASE_COPY,
@@ -26,6 +26,8 @@ from tests.live.webui_api import (
     pixels,
     small_png,
 )
+
+BUILTIN_OFF_NOTE = builtin_off_note("Forge")
 
 pytestmark = pytest.mark.live
 

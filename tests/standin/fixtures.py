@@ -2,8 +2,8 @@
 
 It puts tests/standin first on ``sys.path``, imports fresh copies of the stand-in modules, gives
 the test a models folder under ``tmp_path`` and, on teardown, removes every ``modules``/``sgm``
-module and every already imported ``sdxl_refiner.webui`` module (they bind ``modules.*`` at
-import), restores k-diffusion's ``torch`` (the samplers replace it per generation) and
+module and every already imported module of the extension's host layer and bindings (they bind
+``modules.*`` at import), restores k-diffusion's ``torch`` (the samplers replace it per generation) and
 ``sys.path``. Torch runs one thread meanwhile: the tiny models are fastest so on a shared
 machine. tests/conftest.py imports the fixture, so every test module can ask for it.
 """
@@ -20,7 +20,7 @@ import pytest
 import torch
 
 STANDIN_ROOT = str(Path(__file__).resolve().parent)
-_PURGED_PREFIXES = ("modules", "sgm", "sdxl_refiner.webui")
+_PURGED_PREFIXES = ("modules", "sgm", "sdxl_refiner.host", "sdxl_refiner.bindings", "sdxl_refiner.chooser")
 
 
 def _purge() -> None:

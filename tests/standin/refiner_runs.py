@@ -57,13 +57,18 @@ class CallTrace:
 
 def cached_refiner(webui, name: str = "refiner.safetensors", dtype: torch.dtype | None = None) -> torch.nn.Module:
     """The refiner UNet the extension will use (same cache entry: same file and config), loaded now."""
-    from sdxl_refiner.webui import loading
+    from sdxl_refiner.bindings.webui import unet
+    from sdxl_refiner.core.residency import StoragePlan
+    from sdxl_refiner.host.checkpoints import classify_refiner
 
-    info = webui.checkpoint(name)
-    host_config = loading.unet_config_for(info, loading.classify_refiner(info))
-    return loading.resources().cache.get(
-        str(info.filename), loading.build_unet, dtype or webui.devices.dtype_unet, "cpu", host_config=host_config
-    )
+    chosen = classify_refiner(webui.checkpoint(name))
+    kept_dtype = webui.devices.dtype_unet
+    webui.devices.dtype_unet = dtype or kept_dtype
+    try:
+        pending = unet.start_loading(chosen, StoragePlan("cpu", "cpu", False, False), unet.unet_config_for(chosen))
+    finally:
+        webui.devices.dtype_unet = kept_dtype
+    return pending.result()
 
 
 def traced(webui) -> CallTrace:

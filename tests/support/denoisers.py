@@ -17,7 +17,7 @@ from k_diffusion import sampling
 from k_diffusion.external import CompVisDenoiser
 from torch import nn
 
-from sdxl_refiner.handoff import UNetSlot
+from sdxl_refiner.core.handoff import UNetSlot
 from tests.support.tiny_unet import make_tiny_unet
 
 Cond = dict[str, torch.Tensor]
