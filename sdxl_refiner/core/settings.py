@@ -265,8 +265,3 @@ def from_ui_args(args: Sequence[object], overrides: Mapping[str, object] | None 
     named = dict(args[0]) if args and isinstance(args[0], Mapping) else named_from_ui_args(args)
     return from_named(_merge(named, overrides or {}))
 
-
-def with_overrides(settings: Settings, **changes: object) -> Settings:
-    """Settings with some values replaced (X/Y/Z), validated like any other input."""
-    named = {name: getattr(settings, name) for name in FIELD_NAMES}
-    return from_named(_merge(named, changes))

@@ -90,21 +90,22 @@ def refiner_job(p, settings: Settings) -> PromptJob:
 Encode = Callable[[Any, PromptJob], tuple]
 
 
-def encode(sd_model, job: PromptJob) -> tuple:
-    """``Encode`` with the prompt parser of WebUI 1.10 and Forge 2 (which take the hires steps and
-    the scheduling option as separate arguments)."""
+def encode(sd_model, job: PromptJob, *, scheduling_option: bool = True) -> tuple:
+    """``Encode`` as ``StableDiffusionProcessing.setup_conds`` calls the host's prompt parser:
+    WebUI 1.10 and Forge 2 also pass their "old prompt editing timelines" option, which a host
+    without that option (``scheduling_option=False``) does not take."""
     from modules import devices, prompt_parser, shared
 
-    old_scheduling = bool(getattr(shared.opts, "use_old_scheduling", False))
+    scheduling = (bool(getattr(shared.opts, "use_old_scheduling", False)),) if scheduling_option else ()
     size = {"width": job.width, "height": job.height}
     with torch.no_grad(), devices.autocast():
         cond = prompt_parser.get_multicond_learned_conditioning(
             sd_model, prompt_parser.SdConditioning(list(job.prompts), **size), job.steps, job.hires_steps,
-            old_scheduling,
+            *scheduling,
         )
         uncond = prompt_parser.get_learned_conditioning(
             sd_model, prompt_parser.SdConditioning(list(job.negatives), is_negative_prompt=True, **size),
-            job.steps, job.hires_steps, old_scheduling,
+            job.steps, job.hires_steps, *scheduling,
         )
     return cond, uncond
 
