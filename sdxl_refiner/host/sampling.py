@@ -239,7 +239,12 @@ def unwrap_sampler(p) -> None:
 def sample_with_refiner(binding: HostBinding, p, run: RefinerRun, func, model, x, args, kwargs, schedule,
                         pass_conds):
     """One pass of the host's sampler, its model calls routed to the refiner from the planned one on."""
-    refiner_conds, plan, point = plan_pass(binding, p, run, func, kwargs, schedule, pass_conds)
+    try:
+        refiner_conds, plan, point = plan_pass(binding, p, run, func, kwargs, schedule, pass_conds)
+    except RefinerError:
+        raise
+    except Exception as error:
+        raise failed(error, "planning the sampling pass") from error
     with (
         binding.pass_route(p, run) as route,
         unet_handoff(route.slot, route.refiner, point, on_switch=route.on_switch) as handoff,
