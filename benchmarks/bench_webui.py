@@ -1,4 +1,4 @@
-"""Wall time and memory of generations through a running WebUI or Forge 2 (WEBUI_URL): ours vs base-only vs the built-in refiner.
+"""Wall time and memory of generations through a running WebUI, Forge 2 or Forge Neo (WEBUI_URL): ours vs base-only vs the built-in refiner.
 
 Requests of the same seed and steps alternate between the modes, round by round, so drift of
 the machine hits every mode alike. The built-in refiner switches by sampling steps at the same
@@ -10,6 +10,12 @@ it also counts the whole-checkpoint loads each mode costs per image, and with it
     WEBUI_URL=http://127.0.0.1:7860 python benchmarks/bench_webui.py --rounds 7 --steps 20
     python -m tests.live.host run -- python benchmarks/bench_webui.py    # a host of its own
     python -m tests.live.host run --forge -- python benchmarks/bench_webui.py --host forge
+    python -m tests.live.host run --neo -- python benchmarks/bench_webui.py --host neo
+
+Forge Neo's built-in refiner runs in two modes, both measured: the default reloads the whole
+checkpoint at the switch, ``refiner_fast_sd`` only the UNet's state dict. It cannot run a
+refiner-type checkpoint (it hands the refiner the base's conds), so on Neo both refiners are a
+base-type fine-tune of the base, as users take one: ours and the built-in run the same UNet.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from tests.live.webui_api import (
     BASE_COPY,
     FORGE_BASE,
     FORGE_BASE_COPY,
+    FORGE_BASE_FINETUNE,
     FORGE_REFINER,
     REFINER,
     WebUIApi,
@@ -38,6 +45,7 @@ from tests.live.webui_api import (
 )
 
 BUILT_IN = "built-in refiner"
+BUILT_IN_FAST = "built-in refiner, refiner_fast_sd"
 OURS = "SDXL Refiner (ours)"
 BASE_COPY_MODE = "ours, base copy as refiner"
 
@@ -53,27 +61,34 @@ class Host:
     load_line: str
     # options the built-in refiner needs to switch by sampling steps, as ours does
     builtin_options: dict = field(default_factory=dict)
+    # options of a second mode of the built-in refiner, if the host has one
+    builtin_fast_options: dict | None = None
 
 
 HOSTS = {
     "webui": Host(BASE, BASE_COPY, REFINER, "Loading weights [", {"refiner_switch_by_sample_steps": True}),
     # Forge switches by step / total steps only, and prints this line for each forge_model_reload()
     "forge": Host(FORGE_BASE, FORGE_BASE_COPY, FORGE_REFINER, "Loading Model: "),
+    # Neo switches at a sigma unless refiner_use_steps is on; refiner_fast_sd reads the UNet's state
+    # dict from the file instead of reloading the checkpoint, and prints this line instead
+    "neo": Host(FORGE_BASE, FORGE_BASE_COPY, FORGE_BASE_FINETUNE, "Loading Model: ", {"refiner_use_steps": True},
+                {"refiner_use_steps": True, "refiner_fast_sd": True}),
 }
 
 
 def modes(host: Host, percent: float) -> dict[str, dict]:
+    builtin = {"refiner_checkpoint": host.refiner, "refiner_switch_at": 1 - percent / 100}
+    fast = {} if host.builtin_fast_options is None else {
+        BUILT_IN_FAST: {**builtin, "override_settings": {"sd_model_checkpoint": host.base, **host.builtin_fast_options}},
+    }
     return {
         "base only": {"override_settings": {"sd_model_checkpoint": host.base}},
         OURS: {"refiner": ours(host.refiner, percent), "override_settings": {"sd_model_checkpoint": host.base}},
         # the base's own weights as refiner: what the handoff itself costs, the UNets being equal
         BASE_COPY_MODE: {"refiner": ours(host.base_copy, percent),
                          "override_settings": {"sd_model_checkpoint": host.base}},
-        BUILT_IN: {
-            "refiner_checkpoint": host.refiner,
-            "refiner_switch_at": 1 - percent / 100,
-            "override_settings": {"sd_model_checkpoint": host.base, **host.builtin_options},
-        },
+        BUILT_IN: {**builtin, "override_settings": {"sd_model_checkpoint": host.base, **host.builtin_options}},
+        **fast,
     }
 
 
@@ -126,12 +141,17 @@ def wait_until_idle(api: WebUIApi, limit_s: float = 120.0) -> None:
         time.sleep(0.2)
 
 
-class CheckpointLoads:
-    """Counts the host's whole-checkpoint loads in its console log, from where the last count ended."""
+# Neo's refiner_fast_sd: a read of a UNet's state dict from a file (at the switch, and back), in place of a checkpoint load
+FAST_LOAD_LINES = ("Reloading state_dict", "Restoring state_dict")
 
-    def __init__(self, console: str | None, line: str):
+
+class CheckpointLoads:
+    """Counts the host's checkpoint loads (and reads of a UNet's state dict from a file) in its
+    console log, from where the last count ended."""
+
+    def __init__(self, console: str | None, *lines: str):
         self.path = Path(console) if console else None
-        self.line = line
+        self.lines = lines
         self.offset = self.path.stat().st_size if self.path else 0
 
     def since_last(self) -> int:
@@ -141,7 +161,7 @@ class CheckpointLoads:
             log.seek(self.offset)
             text = log.read().decode(errors="replace")
             self.offset = log.tell()
-        return text.count(self.line)
+        return sum(text.count(line) for line in self.lines)
 
 
 def gib(size: float) -> float:
@@ -184,7 +204,7 @@ def main() -> None:
     # image once the base is settled again.
     next_image = {**common, **modes(host, args.percent)["base only"]}
     reload_back: list[float] = []
-    loads = CheckpointLoads(os.environ.get("WEBUI_CONSOLE"), host.load_line)
+    loads = CheckpointLoads(os.environ.get("WEBUI_CONSOLE"), host.load_line, *FAST_LOAD_LINES)
     loads_per_image: dict[str, list[int]] = {name: [] for name in runs}
 
     def timed(fields: dict) -> float:
@@ -199,7 +219,7 @@ def main() -> None:
                 loads.since_last()
                 with memory:
                     elapsed = timed({**common, **fields})
-                    if name == BUILT_IN:
+                    if name in (BUILT_IN, BUILT_IN_FAST):
                         reload = max(0.0, timed(next_image) - timed(next_image))
                         elapsed += reload
                         if round_index:
@@ -212,7 +232,8 @@ def main() -> None:
     finally:
         # 1.10.1 does not restore an override of an option that was never saved: put it back by hand
         api.call("/sdapi/v1/options", {name: saved.get(name) for name in
-                                       ("sdxl_refiner_cache_size", *host.builtin_options)})
+                                       ("sdxl_refiner_cache_size", *host.builtin_options,
+                                        *(host.builtin_fast_options or {}))})
     medians = {name: statistics.median(values) for name, values in times.items()}
 
     def ratio(numerator: str, denominator: str) -> float | str:
@@ -226,6 +247,7 @@ def main() -> None:
         "min_seconds": {name: min(values) for name, values in times.items()},
         "ours_over_base_only": ratio(OURS, "base only"),
         "ours_over_builtin": ratio(OURS, BUILT_IN),
+        "ours_over_builtin_fast": ratio(OURS, BUILT_IN_FAST),
         "builtin_reload_back_seconds": statistics.median(reload_back) if reload_back else "not run",
         "handoff_overhead": ratio(BASE_COPY_MODE, "base only"),
         "checkpoint_loads_per_image": (

@@ -155,6 +155,11 @@ def forge_memory(monkeypatch, loaded: list[Patcher]) -> types.SimpleNamespace:
 
     memory = types.SimpleNamespace(current_loaded_models=entries, unload_model_clones=unload_model_clones,
                                    unloaded=unloaded)
+    return as_backend(monkeypatch, memory)
+
+
+def as_backend(monkeypatch, memory: types.SimpleNamespace) -> types.SimpleNamespace:
+    """``memory`` as the host's ``backend.memory_management`` for the test."""
     backend = types.ModuleType("backend")
     backend.memory_management = memory
     monkeypatch.setitem(sys.modules, "backend", backend)
@@ -180,4 +185,32 @@ def test_releasing_unloads_the_refiners_and_takes_them_off_the_last_pass_clone_o
     assert memory.unloaded == [refiner, other_refiner]
     assert [entry.model for entry in memory.current_loaded_models] == [base_clone, text_encoders]
     assert base_clone.extra_model_patchers_during_sampling == [control]
+    assert forge_loading.release_from_forge() == 0
+
+
+def neo_memory(monkeypatch, loaded: list[Patcher]) -> types.SimpleNamespace:
+    """Forge Neo's ``current_loaded_models`` (no ``unload_model_clones``): entries that unload their
+    model and are then taken off the list, as in the pinned Neo's ``backend/memory_management.py``."""
+    unloaded: list[Patcher] = []
+
+    class LoadedModel:
+        def __init__(self, patcher: Patcher):
+            self.model = patcher
+
+        def model_unload(self) -> None:
+            unloaded.append(self.model)
+
+    memory = types.SimpleNamespace(current_loaded_models=[LoadedModel(patcher) for patcher in loaded],
+                                   unloaded=unloaded)
+    return as_backend(monkeypatch, memory)
+
+
+def test_releasing_in_neo_unloads_each_refiner_entry_and_takes_it_off_the_list(monkeypatch):
+    refiner, other_refiner = refiner_patcher(), refiner_patcher()
+    base_clone = Patcher(types.SimpleNamespace(), extras=[refiner])
+    memory = neo_memory(monkeypatch, [base_clone, refiner, other_refiner])
+    assert forge_loading.release_from_forge() == 2
+    assert memory.unloaded == [refiner, other_refiner]
+    assert [entry.model for entry in memory.current_loaded_models] == [base_clone]
+    assert base_clone.extra_model_patchers_during_sampling == []
     assert forge_loading.release_from_forge() == 0

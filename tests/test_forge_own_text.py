@@ -229,11 +229,18 @@ def test_the_base_is_back_when_the_encoding_fails(tmp_path, forge_guess, memory_
     assert all(torch.equal(module.state_dict()[name], before[name]) for name in before)
 
 
+@pytest.mark.parametrize(("patches", "value"), [
+    ("forge_online_loras", {"lora": object()}),  # Forge 2
+    ("weight_function", [object()]),  # Neo (ComfyUI's patcher): a LoRA applied as the layer runs
+    ("bias_function", [object()]),
+])
 def test_a_lora_that_forge_adds_at_run_time_to_the_base_encoder_is_refused_before_any_swap(
-        tmp_path, forge_guess, memory_management):
+        tmp_path, forge_guess, memory_management, patches, value):
     tensors = own_text.refiner_encoder_tensors(refiner_file(tmp_path)[0])
     module = HuggingFaceClip()
-    module.transformer.text_model.encoder.layers[0].mlp.fc1.forge_online_loras = {"lora": object()}
+    for layer in module.modules():  # Neo's layers carry empty lists where nothing is patched
+        layer.weight_function, layer.bias_function = [], []
+    setattr(module.transformer.text_model.encoder.layers[0].mlp.fc1, patches, value)
     before = snapshot(module)
     with pytest.raises(SettingsError, match="remove the LoRA") as raised, \
             own_text.refiner_encoder_in(engine(module), tensors):

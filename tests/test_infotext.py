@@ -165,6 +165,11 @@ def test_a_damaged_value_is_named_by_the_normaliser() -> None:
         from_named(named)
 
 
+def test_a_builtin_switch_given_as_a_sigma_imports_the_refiner_alone() -> None:
+    params = {BUILTIN_KEY_CHECKPOINT: CKPT, BUILTIN_KEY_SWITCH_AT: "0.8"}
+    assert settings_from_builtin_infotext(params, switch_at_is_a_fraction=False) == {"enabled": True, "checkpoint": CKPT}
+
+
 def test_builtin_refiner_infotext_imports_as_start_percentage() -> None:
     named = settings_from_builtin_infotext({BUILTIN_KEY_CHECKPOINT: CKPT, BUILTIN_KEY_SWITCH_AT: "0.8"})
     assert named is not None

@@ -169,6 +169,22 @@ def test_builtin_refiner_infotext_fills_the_panel_only_when_opted_in(checkpoints
     assert values[5] == 0
 
 
+def test_a_builtin_refiner_that_switched_at_a_sigma_fills_the_checkpoint_and_leaves_the_share(checkpoints) -> None:
+    """Forge Neo's built-in refiner writes a sigma as "Refiner switch at" unless refiner_use_steps is on."""
+    panel = build(checkpoints, False)
+    params = write_and_parse(checkpoints, {"Refiner": REFINER_FILE, "Refiner switch at": "0.75"})
+    from sdxl_refiner.host import options
+
+    options.add_options()
+    opts = checkpoints.shared.opts
+    opts.sdxl_refiner_import_builtin_infotext = True
+    opts.add_option("refiner_use_steps", checkpoints.shared.OptionInfo(False, "Refiner switches by steps"))
+    values = pasted(checkpoints, panel, params)
+    assert values[:3] == [True, checkpoints.checkpoint(REFINER_FILE).title, None]
+    opts.refiner_use_steps = True
+    assert pasted(checkpoints, panel, params)[:3] == [True, checkpoints.checkpoint(REFINER_FILE).title, 25.0]
+
+
 def test_settings_section_options_and_flags(webui) -> None:  # noqa: F811
     from sdxl_refiner.host import options
 

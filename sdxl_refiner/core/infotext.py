@@ -149,15 +149,21 @@ def settings_from_infotext(params: Mapping[str, object]) -> dict[str, object] | 
     return named
 
 
-def settings_from_builtin_infotext(params: Mapping[str, object]) -> dict[str, object] | None:
+def settings_from_builtin_infotext(
+    params: Mapping[str, object], *, switch_at_is_a_fraction: bool = True
+) -> dict[str, object] | None:
     """The built-in refiner's keys as our named values, for users who opt in to the import.
 
     The built-in switches at a fraction of the schedule, which is closest to our
-    ``start_step_percentage``; with its default timestep switch the steps may differ by one.
+    ``start_step_percentage``; with its default timestep switch the steps may differ by one. A host
+    whose built-in refiner writes a sigma there (Forge Neo, unless told to switch by steps) gives
+    no share to import: the refiner alone is taken.
     """
     if settings_from_infotext(params) is not None or BUILTIN_KEY_CHECKPOINT not in params:
         return None
     named: dict[str, object] = {"enabled": True, "checkpoint": params[BUILTIN_KEY_CHECKPOINT]}
+    if not switch_at_is_a_fraction:
+        return named
     switch_at = _read_number(params.get(BUILTIN_KEY_SWITCH_AT, "0.8"), percent=False)
     if isinstance(switch_at, float) and 0 <= switch_at <= 1:
         named["start_step_percentage"] = round(switch_at * 100, 6)

@@ -53,7 +53,8 @@ def add_options() -> None:
     option(OPTION_HIRES_PASS, shared.OptionInfo(
         "webui", "Hires fix: which pass gets the refiner when the panel says Default", gr.Radio,
         {"choices": list(HIRES_PASS_CHOICES)}, section=SECTION, category_id=CATEGORY,
-    ).info("webui: follow the WebUI's own 'Hires fix: which pass to enable refiner for'"))
+    ).info("webui: follow the host's own 'Hires fix: which pass to enable refiner for' (the second pass in a "
+           "host without that setting, such as Forge Neo)"))
     option(OPTION_IMPORT_BUILTIN, shared.OptionInfo(
         False, "Pasting infotext of the built-in refiner fills this panel too", gr.Checkbox,
         section=SECTION, category_id=CATEGORY,
@@ -99,6 +100,12 @@ def effective_hires_pass(settings: Settings) -> ConcretePass:
 
 def import_builtin_infotext() -> bool:
     return bool(_opt(OPTION_IMPORT_BUILTIN, False))
+
+
+def builtin_switches_by_steps() -> bool:
+    """Whether the host's built-in refiner switches at a share of the steps (its "Refiner switch at"
+    is then a fraction): Forge Neo's switches at a sigma unless its ``refiner_use_steps`` is on."""
+    return bool(_opt("refiner_use_steps", True))
 
 
 # The binding's unload: frees the cached refiner UNets wherever the host holds them, and names their files.

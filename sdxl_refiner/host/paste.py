@@ -20,7 +20,7 @@ def pasted_values(params: Mapping[str, object]) -> dict[str, object] | None:
     """Our named values from the pasted parameters, or the built-in refiner's when the user opted in."""
     named = settings_from_infotext(params)
     if named is None and options.import_builtin_infotext():
-        named = settings_from_builtin_infotext(params)
+        named = settings_from_builtin_infotext(params, switch_at_is_a_fraction=options.builtin_switches_by_steps())
     return named
 
 

@@ -96,10 +96,16 @@ class Page:
             f"() => {expect}gradioApp().querySelector('#{ELEM_PREFIX}_txt2img-checkbox input[type=checkbox]').checked")
 
     def pick(self, elem: str, value: str) -> None:
-        """A gradio 3 dropdown: type into it and take the matching option."""
+        """A gradio dropdown: type into it, take the matching option once the list shows it, and wait
+        until the dropdown holds it (gradio 4.40, Forge Neo's, filters the list as it is typed into)."""
         field = self.page.locator(f"#{elem} input")
         field.click()
         field.fill(value)
-        self.page.locator(f"#{elem} ul.options li", has_text=value).first.click()
+        option = self.page.locator(f"#{elem} ul.options li", has_text=value).first
+        option.wait_for(state="visible")
+        option.click()
+        self.page.wait_for_function(
+            "([id, value]) => gradioApp().querySelector('#' + id + ' input').value.includes(value)", arg=[elem, value])
+        field.press("Tab")
 
 

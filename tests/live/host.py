@@ -1,4 +1,4 @@
-"""Build, start and stop a real WebUI 1.10.1 or Forge 2 for the live tests, offline where the sources are at hand.
+"""Build, start and stop a real WebUI 1.10.1, Forge 2 or Forge Neo for the live tests, offline where the sources are at hand.
 
 The offline suite tests the binding against a stand-in written from the same assumptions as the
 code; only a real WebUI tests those assumptions. This module makes one from nothing, the way a
@@ -12,12 +12,16 @@ keeps it outside the clone so that later runs reuse it:
 - the tiny checkpoints of ``make_tiny_checkpoints.py``, written with that environment's Python.
 
 Forge 2 is made the same way from ``../shared/hosts/forge-dfdcbab.tar.gz`` (``--forge``), with its
-own requirements and flags and the checkpoints of ``make_forge_checkpoints.py``.
+own requirements and flags and the checkpoints of ``make_forge_checkpoints.py``. Forge Neo is made
+from ``../shared/hosts/forge-neo-f95f632.tar.gz`` (``--neo``; that tree has no public commit to clone)
+and loads Forge 2's checkpoints as they are: it links the Forge host's files when that host is built,
+and runs the same script otherwise.
 
 Standard library only: it runs from the project's test environment and drives the WebUI's.
 
     python -m tests.live.host build           # prints the folder for SDXL_REFINER_HOST; exit 3: no sources
     python -m tests.live.host build --forge   # the same for Forge 2 (SDXL_REFINER_FORGE_HOST)
+    python -m tests.live.host build --neo     # the same for Forge Neo
     python -m tests.live.host run -- CMD...   # starts it, runs CMD with WEBUI_URL, WEBUI_CONSOLE and WEBUI_PID set, stops it
 """
 
@@ -40,7 +44,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support.host_sources import FORGE_ARCHIVE
+from tests.live.make_forge_checkpoints import STAMP as CHECKPOINTS_DONE
+from tests.support.host_sources import FORGE_ARCHIVE, NEO_ARCHIVE
 from tests.support.host_sources import REPO_ROOT as REPOSITORY
 from tests.support.host_sources import WEBUI_ARCHIVE as ARCHIVE
 
@@ -49,6 +54,7 @@ from tests.support.host_sources import WEBUI_ARCHIVE as ARCHIVE
 CACHE = Path(os.environ.get("SDXL_REFINER_HOST_CACHE", "/var/tmp/sdxl-refiner-tests/webui-host"))
 FOLDER = "webui-1.10.1"
 EXTENSION_NAME = "sd-webui-sdxl-refiner"
+FAULT_EXTENSION_NAME = "sdxl-refiner-fault"
 BASE_CHECKPOINT = "tiny-sdxl-base.safetensors"
 NO_SOURCES = 3
 
@@ -81,20 +87,25 @@ Log = Callable[[str], None]
 
 @dataclass(frozen=True)
 class HostKind:
-    """What differs between the two hosts: sources, packages, flags, options and test checkpoints."""
+    """What differs between the hosts: sources, packages, flags, options and test checkpoints."""
 
     name: str
     folder: str  # the archive's one top folder, and the host's folder under the cache
     archive: Path
     cache_variable: str  # names another cache folder
     cache: Path
-    main: tuple[str, str]  # the clone fallback: URL and commit
+    main: tuple[str, str] | None  # the clone fallback: URL and commit; None: the archive alone
     repositories: dict[str, tuple[str, str]]  # cloned into repositories/, as its launcher pins them
     launch_flags: tuple[str, ...]
     config: dict[str, object]
     extra_requirements: tuple[str, ...]
     checkpoint_script: str
     script_flag: str  # how the checkpoint script is told the host's folder
+    requirements_file: str = "requirements_versions.txt"  # the host's pinned list, in its folder
+    # installed alone before that list, as its launcher does (their pins conflict with the list's)
+    first_requirements: tuple[str, ...] = ()
+    # another host whose test checkpoints this one loads as they are: linked from there once built
+    checkpoints_from: HostKind | None = None
 
 
 WEBUI_KIND = HostKind(
@@ -126,7 +137,31 @@ FORGE = HostKind(
     checkpoint_script="make_forge_checkpoints.py",
     script_flag="--forge",
 )
-KINDS = {"webui": WEBUI_KIND, "forge": FORGE}
+NEO = HostKind(
+    name="Forge Neo",
+    folder="forge-neo-f95f632",
+    archive=NEO_ARCHIVE,
+    cache_variable="SDXL_REFINER_NEO_HOST_CACHE",
+    cache=Path(os.environ.get("SDXL_REFINER_NEO_HOST_CACHE", "/var/tmp/sdxl-refiner-tests/neo-host")),
+    # the archive is a redistribution of the neo branch (its webui/ at f95f632, backend/huggingface/
+    # from de2193d), not one upstream commit: there is nothing pinned to clone
+    main=None,
+    repositories={},  # huggingface_guess, k_diffusion and the assets ship inside it
+    # --cpu rather than --always-cpu; it has no --no-download-sd-model; it asks for Python 3.13
+    launch_flags=("--skip-prepare-environment", "--skip-torch-cuda-test", "--skip-version-check",
+                  "--skip-python-version-check", "--cpu", "--api"),
+    # without VERSION_UID it stops at a "Press Enter" prompt (modules/launch_utils.py verify_version);
+    # the page's preset load sets the checkpoint from forge_checkpoint_<preset>
+    config={**FORGE.config, "VERSION_UID": "PY313", "forge_checkpoint_xl": FORGE.config["sd_model_checkpoint"]},
+    extra_requirements=(),  # joblib is in its list; `clip` is not imported
+    checkpoint_script="make_forge_checkpoints.py",
+    script_flag="--forge",
+    requirements_file="requirements.txt",
+    # its launcher's GRADIO_PACKAGE: gradio 4.40 wants Pillow below 11, its list pins 12.2
+    first_requirements=("gradio==4.40.0", "gradio_rangeslider==0.0.8"),
+    checkpoints_from=FORGE,
+)
+KINDS = {"webui": WEBUI_KIND, "forge": FORGE, "neo": NEO}
 
 
 def to_stderr(line: str) -> None:
@@ -185,6 +220,8 @@ def unpack(archive: Path, root: Path, log: Log, folder: str = FOLDER) -> None:
 
 
 def clone(webui: Path, log: Log, kind: HostKind = WEBUI_KIND) -> None:
+    if kind.main is None:
+        raise NoSources(f"no {kind.archive}, and {kind.name} has no pinned public commit to clone")
     log(f"host: no {kind.archive.name}; cloning the pinned commits")
     partial = webui.with_name(kind.folder + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
@@ -204,10 +241,11 @@ def checkout(url: str, commit: str, folder: Path) -> None:
         subprocess.run(["git", *command], cwd=folder, check=True, timeout=600, stdin=subprocess.DEVNULL)
 
 
-def requirements(webui: Path, extra: Sequence[str] = EXTRA_REQUIREMENTS) -> list[str]:
+def requirements(webui: Path, extra: Sequence[str] = EXTRA_REQUIREMENTS,
+                 file_name: str = "requirements_versions.txt") -> list[str]:
     """The WebUI's pinned list without torch and its setuptools pin, plus what its launcher adds."""
     wanted = []
-    for line in (webui / "requirements_versions.txt").read_text().splitlines():
+    for line in (webui / file_name).read_text().splitlines():
         requirement = line.split("#")[0].strip()
         if requirement and re.split(r"[=<>~!\[ ]", requirement)[0].lower() not in PROVIDED:
             wanted.append(requirement)
@@ -215,9 +253,10 @@ def requirements(webui: Path, extra: Sequence[str] = EXTRA_REQUIREMENTS) -> list
 
 
 def install_requirements(install: Install, log: Log) -> None:
-    wanted = requirements(install.webui, install.kind.extra_requirements)
+    kind = install.kind
+    wanted = requirements(install.webui, kind.extra_requirements, kind.requirements_file)
     stamp = install.root / "venv" / "sdxl-refiner-requirements.sha256"
-    digest = hashlib.sha256("\n".join([*wanted, CONSTRAINTS]).encode()).hexdigest()
+    digest = hashlib.sha256("\n".join([*kind.first_requirements, *wanted, CONSTRAINTS]).encode()).hexdigest()
     if stamp.exists() and stamp.read_text() == digest:
         return
     if not install.python.exists():
@@ -229,6 +268,8 @@ def install_requirements(install: Install, log: Log) -> None:
     pip = [str(install.python), "-m", "pip", "install", "-qq"]
     quietly([*pip, "--upgrade", "pip", "setuptools>=77.0.3,<81", "wheel"])
     quietly([*pip, "torch==2.14.1", "torchvision==0.29.1"])
+    if kind.first_requirements:
+        quietly([*pip, *kind.first_requirements, "-c", str(install.root / "constraints.txt")])
     quietly([*pip, "-r", str(install.root / "requirements.txt"), "-c", str(install.root / "constraints.txt")])
     stamp.write_text(digest)
     log(f"host: requirements installed in {time.monotonic() - started:.0f} s")
@@ -249,6 +290,13 @@ def write_checkpoints(install: Install, log: Log) -> None:
     WebUI's cached hashes stay valid, and a changed generator reaches the next run."""
     models = install.webui / "models" / "Stable-diffusion"
     models.mkdir(parents=True, exist_ok=True)
+    source = install.kind.checkpoints_from
+    if source is not None:
+        shared = Install(source.cache, source).webui / "models" / "Stable-diffusion"
+        # the script writes its stamp after the last file: a set still being written is not shared
+        if (shared / CHECKPOINTS_DONE).is_file():
+            log(f"host: {link_checkpoints(shared, models)} checkpoints linked from {source.name}'s {shared}")
+            return
     script = REPOSITORY / "tests" / "live" / install.kind.checkpoint_script
     output = quietly([str(install.python), str(script), str(models), install.kind.script_flag, str(install.webui)],
                      env={**os.environ, **OFFLINE_ENV})
@@ -256,9 +304,32 @@ def write_checkpoints(install: Install, log: Log) -> None:
     log(f"host: {summary[-1]}" if summary else f"host: tiny checkpoints in {models}")
 
 
+def link_checkpoints(source: Path, models: Path) -> int:
+    """Each checkpoint of ``source`` (and its ``.yaml``) in ``models``: a hard link where both lie on
+    one file system (no copy of gigabytes, and the same bytes if the other host's folder goes), else a
+    symbolic link; a link to an older version of a file is replaced. Returns how many checkpoints."""
+    files = sorted(source.glob("*.safetensors"))
+    for file in [*files, *(file.with_suffix(".yaml") for file in files)]:
+        target = models / file.name
+        if not file.is_file() or (target.exists() and os.path.samefile(file, target)):
+            continue
+        if target.is_symlink() or target.exists():
+            target.unlink()
+        try:
+            os.link(file, target)
+        except OSError:
+            target.symlink_to(file)
+    return len(files)
+
+
 def link_extension(webui: Path, checkout_folder: Path) -> None:
-    """This checkout, as the WebUI sees an installed extension; another checkout's link is replaced."""
-    link = webui / "extensions" / EXTENSION_NAME
+    """This checkout, as the WebUI sees an installed extension, and beside it the test-only extension
+    that breaks our hooks on request (``tests/live/faults.py``); another checkout's links are replaced."""
+    link_folder(webui / "extensions" / EXTENSION_NAME, checkout_folder)
+    link_folder(webui / "extensions" / FAULT_EXTENSION_NAME, checkout_folder / "tests" / "live" / "fault_extension")
+
+
+def link_folder(link: Path, checkout_folder: Path) -> None:
     link.parent.mkdir(exist_ok=True)
     if link.is_symlink() or link.exists():
         if link.resolve() == checkout_folder.resolve():
@@ -344,13 +415,14 @@ def console_tail(running: Running, characters: int = 6000) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="A real WebUI 1.10.1 (or Forge 2) for the live tests.")
+    parser = argparse.ArgumentParser(description="A real WebUI 1.10.1 (or Forge 2, or Forge Neo) for the live tests.")
     commands = parser.add_subparsers(dest="command", required=True)
     built = commands.add_parser("build", help="build the host (cached) and print its folder")
     run = commands.add_parser("run", help="build, start, run a command with WEBUI_URL set, stop")
     for command in (built, run):
         command.add_argument("--host", choices=sorted(KINDS), default="webui", help="which host (default: webui)")
         command.add_argument("--forge", dest="host", action="store_const", const="forge", help="the same as --host forge")
+        command.add_argument("--neo", dest="host", action="store_const", const="neo", help="the same as --host neo")
     run.add_argument("--flag", action="append", default=[], help="an extra WebUI flag, e.g. --medvram")
     run.add_argument("cmd", nargs=argparse.REMAINDER)
     arguments = parser.parse_args(argv)

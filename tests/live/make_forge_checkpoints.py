@@ -46,7 +46,8 @@ SEED = 20251205
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"  # the released shape tables, in this checkout
 BASE, COPY, REFINER = "tiny-forge-base.safetensors", "tiny-forge-base-copy.safetensors", "tiny-forge-refiner.safetensors"
 OWN_TEXT = "tiny-forge-refiner-own-text.safetensors"
-NAMES = (BASE, COPY, REFINER, OWN_TEXT)
+FINETUNE = "tiny-forge-base-finetune.safetensors"
+NAMES = (BASE, COPY, REFINER, OWN_TEXT, FINETUNE)
 STAMP = "tiny-forge-checkpoints.json"
 UNET_PREFIX = "model.diffusion_model."
 BASE_BIGG, REFINER_BIGG = "conditioner.embedders.1.model.", "conditioner.embedders.0.model."
@@ -71,7 +72,7 @@ Shapes = dict[str, tuple[int, ...]]
 def forge_on_path(forge: Path) -> None:
     """``backend`` and ``huggingface_guess`` import from the Forge folder; its backend parses
     ``sys.argv`` when imported, so it sees the flag the host starts with instead of ours."""
-    sys.argv = [sys.argv[0], "--always-cpu"]
+    sys.argv = [sys.argv[0], "--always-cpu", "--cpu"]  # Forge 2's flag and Neo's; each ignores the other
     for folder in (forge, forge / "packages_3rdparty", forge / "repositories" / "huggingface_guess"):
         sys.path.insert(0, str(folder))
 
@@ -159,6 +160,15 @@ def with_own_text_encoder(refiner: dict[str, Any], generator: Any) -> dict[str, 
     return {**refiner, **random_tensors(own, torch.float16, generator)}
 
 
+def fine_tuned(base: dict[str, Any], generator: Any) -> dict[str, Any]:
+    """A base-type model with the base's text encoders and VAE and a UNet of its own, as users take
+    an SDXL fine-tune for the refiner; Forge Neo's built-in refiner can load it (not a refiner-type one)."""
+    import torch
+
+    unet = {key: tuple(value.shape) for key, value in base.items() if key.startswith(UNET_PREFIX)}
+    return {**base, **random_tensors(unet, torch.float16, generator)}
+
+
 def replace_unless_same(partial: Path, path: Path) -> bool:
     """Keeps an existing file whose bytes are equal (its mtime, and so Forge's hash cache, too)."""
     if path.is_file() and filecmp.cmp(partial, path, shallow=False):
@@ -196,17 +206,19 @@ def up_to_date(models: Path, stamp: str) -> bool:
 
 
 def make(models: Path, stamp: str) -> list[str]:
-    """Makes the four files; returns the names whose bytes changed."""
+    """Makes the five files; returns the names whose bytes changed."""
     import torch
 
     generator = torch.Generator().manual_seed(SEED)
     base = base_checkpoint(generator)
     refiner = refiner_checkpoint(base, generator)
     written = [name for name, tensors in ((BASE, base), (REFINER, refiner)) if write(models / name, tensors)]
-    del base
     if write(models / OWN_TEXT, with_own_text_encoder(refiner, generator)):
         written.append(OWN_TEXT)
     del refiner
+    if write(models / FINETUNE, fine_tuned(base, generator)):
+        written.append(FINETUNE)
+    del base
     if copy(models / BASE, models / COPY):
         written.append(COPY)
     sizes = {name: (models / name).stat().st_size for name in NAMES}

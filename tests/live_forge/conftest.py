@@ -1,21 +1,66 @@
-"""Which Forge 2 the Forge live tests drive: one already running (``FORGE_URL``), or the project's own.
+"""Which host with Forge's backend the Forge live tests drive: Forge 2 or Forge Neo, one already
+running (``FORGE_URL``, with ``FORGE_KIND=neo`` for a Neo), or the project's own.
 
 With ``SDXL_REFINER_FORGE_HOST`` set to the folder that ``python -m tests.live.host build --forge``
-printed, the tests start that Forge themselves and stop it at the end. ``FORGE_CONSOLE`` names the
-console log of a Forge started by hand (the tests read it to see what Forge loaded). Without
-either variable every Forge live test skips.
+printed (or ``SDXL_REFINER_NEO_HOST`` to the one of ``build --neo``), the tests start that host
+themselves and stop it at the end. ``FORGE_CONSOLE`` names the console log of a host started by
+hand (the tests read it to see what it loaded). Without any of these every Forge live test skips.
+The same tests run against both hosts; ``Family`` holds what the tests expect differently of each.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from tests.live import host
-from tests.live.webui_api import FORGE_BASE, FORGE_BASE_COPY, FORGE_REFINER, FORGE_REFINER_OWN_TEXT, WebUIApi
+from tests.live.webui_api import (
+    FORGE_BASE,
+    FORGE_BASE_COPY,
+    FORGE_BASE_FINETUNE,
+    FORGE_REFINER,
+    FORGE_REFINER_OWN_TEXT,
+    WebUIApi,
+)
+
+
+@dataclass(frozen=True)
+class Family:
+    """What the tests expect differently of Forge 2 and Forge Neo."""
+
+    kind: host.HostKind
+    host_name: str  # as our messages name it
+    # the samplers it lists whose model calls cannot be split at a step boundary; each is refused by name
+    refused_samplers: frozenset[str]
+    accepted_samplers_at_least: int
+    # the refiner its own built-in refiner is compared with, and the options under which that one
+    # switches at a step (Neo's switches at a sigma by default, and fails on refiner-type files)
+    builtin_refiner: str
+    builtin_options: dict = field(default_factory=dict)
+    # its x/y/z script's arguments after the three axes (Neo's has a row count before the margin)
+    xyz_options: tuple = (True, True, False, False, False, False, False, 0, False)
+    hires_upscaler: str = "Latent"
+
+
+FORGE_2 = Family(
+    kind=host.FORGE, host_name="Forge",
+    refused_samplers=frozenset({"Restart", "DDIM CFG++", "UniPC", "HeunPP2"}), accepted_samplers_at_least=19,
+    builtin_refiner=FORGE_REFINER,
+)
+FORGE_NEO = Family(
+    kind=host.NEO, host_name="Forge Neo",
+    refused_samplers=frozenset({"Restart", "UniPC", "DPM++ 2s a RF", "ER SDE", "Res Multistep", "Kohaku LoNyu Yog",
+                                "DPM++ 2M CFG++", "Euler a CFG++", "Euler CFG++"}),
+    accepted_samplers_at_least=12,
+    builtin_refiner=FORGE_BASE_FINETUNE, builtin_options={"refiner_use_steps": True},
+    xyz_options=(True, True, False, False, False, False, False, 0, 0, False),
+    hires_upscaler="None",
+)
+FAMILIES = {"forge": FORGE_2, "neo": FORGE_NEO}
 
 
 class ForgeHost:
@@ -54,14 +99,23 @@ class ForgeHost:
 
 
 @pytest.fixture(scope="session")
-def forge_host() -> Iterator[ForgeHost]:
-    root = os.environ.get("SDXL_REFINER_FORGE_HOST")
+def family() -> Family:
+    if os.environ.get("SDXL_REFINER_FORGE_HOST") and os.environ.get("SDXL_REFINER_NEO_HOST"):
+        pytest.fail("set one of SDXL_REFINER_FORGE_HOST and SDXL_REFINER_NEO_HOST: the tests drive one host a run")
+    if os.environ.get("SDXL_REFINER_NEO_HOST"):
+        return FORGE_NEO
+    return FAMILIES[os.environ.get("FORGE_KIND", "forge")]
+
+
+@pytest.fixture(scope="session")
+def forge_host(family: Family) -> Iterator[ForgeHost]:
+    root = os.environ.get("SDXL_REFINER_NEO_HOST" if family is FORGE_NEO else "SDXL_REFINER_FORGE_HOST")
     url = os.environ.get("FORGE_URL")
     if not root and not url:
-        pytest.skip("no Forge to test against: set SDXL_REFINER_FORGE_HOST to the folder that "
-                    "`python -m tests.live.host build --forge` prints, or FORGE_URL to a running Forge")
+        pytest.skip("no Forge to test against: set SDXL_REFINER_FORGE_HOST (or SDXL_REFINER_NEO_HOST) to the folder "
+                    "that `python -m tests.live.host build --forge` (or `--neo`) prints, or FORGE_URL to a running one")
     console = os.environ.get("FORGE_CONSOLE")
-    managed = ForgeHost(host.Install(Path(root), host.FORGE) if root else None, None if root else url,
+    managed = ForgeHost(host.Install(Path(root), family.kind) if root else None, None if root else url,
                         Path(console) if console else None)
     try:
         yield managed
@@ -73,7 +127,7 @@ def forge_host() -> Iterator[ForgeHost]:
 def forge_api(forge_host: ForgeHost) -> WebUIApi:
     client = forge_host.api()
     titles = [model["title"] for model in client.call("/sdapi/v1/sd-models")]
-    for name in (FORGE_BASE, FORGE_BASE_COPY, FORGE_REFINER, FORGE_REFINER_OWN_TEXT):
+    for name in (FORGE_BASE, FORGE_BASE_COPY, FORGE_REFINER, FORGE_REFINER_OWN_TEXT, FORGE_BASE_FINETUNE):
         if not any(name in title for title in titles):
             pytest.fail(f"checkpoint {name} is not in Forge's list (tests/live/make_forge_checkpoints.py writes it)")
     return client

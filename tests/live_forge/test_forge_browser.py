@@ -1,4 +1,4 @@
-"""The panel in Forge 2's own page (gradio 4), in a real browser (Debian's chromium, via Playwright).
+"""The panel in the page of Forge 2 or Forge Neo (gradio 4), in a real browser (Debian's chromium, via Playwright).
 
 What the API cannot show: that the panel is built and works under gradio 4 in both tabs (the
 toggle, the split line our javascript keeps in step with the sliders, the checkpoint dropdown), a
@@ -48,12 +48,14 @@ def test_the_panel_is_in_both_tabs_and_the_split_line_follows_steps_and_denoisin
 
 
 def test_a_generation_from_the_page_runs_the_refiner_and_the_info_says_so(page, forge_api):
+    # The prompt first: in Forge Neo's gradio 4.40 a click on Generate right after typing into the
+    # prompt sends the panel's dropdown as it was when the page loaded (seen: an empty checkpoint).
+    page.page.locator("#txt2img_prompt textarea").fill("a red fox in the snow")
     page.turn_on("txt2img")
     page.pick(elem_id("txt2img", "checkpoint"), FORGE_REFINER)
     for elem, value in (("txt2img_steps", 8), ("txt2img_width", 64), ("txt2img_height", 64),
                         (elem_id("txt2img", "steps_percent"), 25)):
         page.number(elem, value)
-    page.page.locator("#txt2img_prompt textarea").fill("a red fox in the snow")
     page.page.locator("#txt2img_generate").click()
     page.page.wait_for_function(
         "() => (gradioApp().querySelector('#html_info_txt2img') || {}).textContent.includes('SDXL Refiner split')")

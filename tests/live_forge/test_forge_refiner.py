@@ -1,9 +1,9 @@
-"""SDXL Refiner inside a real Forge 2: the exact handoff, its oracle, and what it never reloads.
+"""SDXL Refiner inside a real Forge 2 or Forge Neo: the exact handoff, its oracle, and what it never reloads.
 
 The oracle is a byte copy of the base chosen as the refiner: the handoff must then give the
-base-only pixels, for every sampler Forge lists (or refuse the sampler by name). The real refiner
-must change the image, and Forge's own built-in refiner, which switches at the same call for
-Euler, is the oracle for what the refiner's steps must give.
+base-only pixels, for every sampler the host lists (or refuse the sampler by name). The real
+refiner must change the image, and the host's own built-in refiner, which switches at the same
+call for Euler, is the oracle for what the refiner's steps must give.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from sdxl_refiner.host.sampling import builtin_off_note
 from tests.live.webui_api import (
     FORGE_BASE,
     FORGE_BASE_COPY,
+    FORGE_BASE_FINETUNE,
     FORGE_REFINER,
     FORGE_REFINER_OWN_TEXT,
     ApiError,
@@ -27,12 +28,8 @@ from tests.live.webui_api import (
     small_png,
 )
 
-BUILTIN_OFF_NOTE = builtin_off_note("Forge")
-
 pytestmark = pytest.mark.live
 
-# The samplers whose model calls cannot be split at a step boundary; the refusal names each.
-REFUSED = {"Restart", "DDIM CFG++", "UniPC", "HeunPP2"}
 RELOAD_LINES = ("K-Model Created", "Loading Model", "StateDict Keys")
 
 
@@ -40,7 +37,7 @@ def on_base(**fields) -> dict:
     return {"override_settings": {"sd_model_checkpoint": FORGE_BASE}, "width": 64, "height": 64, "steps": 8, **fields}
 
 
-def test_a_copy_of_the_base_gives_the_base_only_image_for_every_sampler_forge_lists_or_a_refusal(forge_api):
+def test_a_copy_of_the_base_gives_the_base_only_image_for_every_sampler_the_host_lists_or_a_refusal(forge_api, family):
     listed = [sampler["name"] for sampler in forge_api.call("/sdapi/v1/samplers")]
     changed, refused = [], []
     for sampler in listed:
@@ -56,28 +53,45 @@ def test_a_copy_of_the_base_gives_the_base_only_image_for_every_sampler_forge_li
             changed.append(sampler)
         assert "SDXL Refiner split: base " in infotext(copy), sampler
     assert not changed, f"a copy of the base as refiner changed the image with {changed}"
-    assert set(refused) == REFUSED & set(listed)
-    assert len(listed) - len(refused) >= 19, listed
+    assert set(refused) == family.refused_samplers & set(listed)
+    assert len(listed) - len(refused) >= family.accepted_samplers_at_least, listed
 
 
-def test_the_refiner_changes_the_image_and_equals_forges_own_refiner_switching_at_the_same_step(forge_api):
+def builtin_refined(forge_api, family, checkpoint: str, switch_at: float = 0.5) -> dict:
+    """The host's own built-in refiner, switching at the same step as ours (it reloads the whole file)."""
+    with forge_api.options(**family.builtin_options):
+        return forge_api.txt2img(**on_base(refiner_checkpoint=checkpoint, refiner_switch_at=switch_at))
+
+
+def test_the_refiner_changes_the_image_and_equals_the_hosts_own_refiner_switching_at_the_same_step(forge_api, family):
     base_only = forge_api.txt2img(**on_base())
-    refined = forge_api.txt2img(**on_base(), refiner=ours(FORGE_REFINER, 50))
-    builtin = forge_api.txt2img(**on_base(refiner_checkpoint=FORGE_REFINER, refiner_switch_at=0.5))
+    refined = forge_api.txt2img(**on_base(), refiner=ours(family.builtin_refiner, 50))
+    builtin = builtin_refined(forge_api, family, family.builtin_refiner)
     assert pixels(refined) != pixels(base_only)
     assert pixels(refined) == pixels(builtin)
     assert "SDXL Refiner split: base 4 / refiner 4" in infotext(refined)
+    assert pixels(forge_api.txt2img(**on_base())) == pixels(base_only)
 
 
-def test_a_refiner_with_its_own_text_encoder_encodes_with_it_as_forges_own_refiner_does(forge_api):
+def test_a_base_type_fine_tune_as_the_refiner_takes_the_base_conds_and_changes_the_image(forge_api):
+    base_only = forge_api.txt2img(**on_base())
+    fine_tune = forge_api.txt2img(**on_base(), refiner=ours(FORGE_BASE_FINETUNE, 50))
+    refined = forge_api.txt2img(**on_base(), refiner=ours(FORGE_REFINER, 50))
+    assert len({pixels(base_only)[0], pixels(fine_tune)[0], pixels(refined)[0]}) == 3
+    assert "SDXL Refiner split: base 4 / refiner 4" in infotext(fine_tune)
+
+
+def test_a_refiner_with_its_own_text_encoder_encodes_with_it_as_the_hosts_own_refiner_does(forge_api, family):
     base_only = forge_api.txt2img(**on_base())
     sliced = forge_api.txt2img(**on_base(), refiner=ours(FORGE_REFINER, 50))
     own = forge_api.txt2img(**on_base(), refiner=ours(FORGE_REFINER_OWN_TEXT, 50))
-    # Forge's refiner loads the whole file and encodes the prompts again with the refiner's bigG
-    builtin = forge_api.txt2img(**on_base(refiner_checkpoint=FORGE_REFINER_OWN_TEXT, refiner_switch_at=0.5))
     after = forge_api.txt2img(**on_base())
     assert pixels(own) != pixels(sliced)
-    assert pixels(own) == pixels(builtin)
+    if family.builtin_refiner == FORGE_REFINER:
+        # the built-in refiner loads the whole file and encodes the prompts again with the refiner's bigG
+        assert pixels(own) == pixels(builtin_refined(forge_api, family, FORGE_REFINER_OWN_TEXT))
+    else:  # Neo's built-in refiner cannot run a refiner-type file: the same request twice is the oracle left
+        assert pixels(forge_api.txt2img(**on_base(), refiner=ours(FORGE_REFINER_OWN_TEXT, 50))) == pixels(own)
     assert "prompts encoded with the refiner's own text encoder" in infotext(own)
     assert pixels(after) == pixels(base_only)
 
@@ -117,12 +131,12 @@ def test_no_checkpoint_is_loaded_at_the_switch_or_for_the_next_image(forge_api, 
     assert not [line for line in added.splitlines() if line.startswith(RELOAD_LINES)], added
 
 
-def test_with_both_refiners_on_ours_runs_and_forges_is_turned_off(forge_api):
+def test_with_both_refiners_on_ours_runs_and_the_hosts_is_turned_off(forge_api, family):
     both = forge_api.txt2img(**on_base(refiner_checkpoint=FORGE_REFINER, refiner_switch_at=0.5),
                              refiner=ours(FORGE_REFINER, 25))
     only_ours = forge_api.txt2img(**on_base(), refiner=ours(FORGE_REFINER, 25))
     assert pixels(both) == pixels(only_ours)
-    assert BUILTIN_OFF_NOTE in infotext(both)
+    assert builtin_off_note(family.host_name) in infotext(both)
 
 
 def test_img2img_with_the_copy_is_identity_and_the_refiner_runs_its_share(forge_api):
@@ -136,13 +150,13 @@ def test_img2img_with_the_copy_is_identity_and_the_refiner_runs_its_share(forge_
     assert "SDXL Refiner split: base 3 / refiner 3" in infotext(refined)
 
 
-HIRES = {"enable_hr": True, "hr_scale": 2, "hr_upscaler": "Latent", "hr_second_pass_steps": 4,
-         "denoising_strength": 0.5, "hr_additional_modules": ["Use same choices"]}
+HIRES = {"enable_hr": True, "hr_scale": 2, "hr_second_pass_steps": 4, "denoising_strength": 0.5,
+         "hr_additional_modules": ["Use same choices"]}
 
 
 @pytest.mark.parametrize("hr_cfg", [1.0, 5.0], ids=["hires CFG 1: no uncond", "hires CFG 5"])
-def test_hires_fix_keeps_the_copy_identity_and_refines_both_passes(forge_api, hr_cfg):
-    fields = on_base(**HIRES, hr_cfg=hr_cfg)
+def test_hires_fix_keeps_the_copy_identity_and_refines_both_passes(forge_api, family, hr_cfg):
+    fields = on_base(**HIRES, hr_upscaler=family.hires_upscaler, hr_cfg=hr_cfg)
     base_only = forge_api.txt2img(**fields)
     copy = forge_api.txt2img(**fields, refiner=ours(FORGE_BASE_COPY, 50, hires_pass="both"))
     refined = forge_api.txt2img(**fields, refiner=ours(FORGE_REFINER, 50, hires_pass="both"))
@@ -187,10 +201,10 @@ def test_bad_input_is_refused_with_a_message_and_the_next_generation_is_unchange
     assert pixels(forge_api.txt2img(**on_base())) == pixels(base_only)
 
 
-def test_an_xyz_plot_over_the_refiner_share_gives_the_cells_of_single_generations(forge_api):
+def test_an_xyz_plot_over_the_refiner_share_gives_the_cells_of_single_generations(forge_api, family):
     shares = [0, 50]
     args = [forge_api.xyz_axis("SDXL Refiner steps %"), ", ".join(map(str, shares)), [], 0, "", [], 0, "", [],
-            True, True, False, False, False, False, False, 0, False]
+            *family.xyz_options]
     grid = forge_api.txt2img(**on_base(script_name="x/y/z plot", script_args=args), refiner=ours(FORGE_REFINER, 20))
     cells = pixels(grid)[1:]  # the grid itself comes first, then each cell
     singles = [pixels(forge_api.txt2img(**on_base(), refiner=ours(FORGE_REFINER, share)))[0] for share in shares]

@@ -138,13 +138,23 @@ def release_from_forge() -> int:
     from backend import memory_management
 
     ours = [loaded.model for loaded in memory_management.current_loaded_models if _is_refiner(loaded.model)]
+    unload_clones = getattr(memory_management, "unload_model_clones", None)
     for patcher in ours:
-        memory_management.unload_model_clones(patcher)
+        if unload_clones is not None:
+            unload_clones(patcher)
+        else:  # Neo: no such function; each entry of its list unloads its model, then leaves the list
+            _unload_entries_of(memory_management, patcher)
     for loaded in memory_management.current_loaded_models:
         extras = getattr(loaded.model, "extra_model_patchers_during_sampling", None)
         if extras:
             extras[:] = [patcher for patcher in extras if not _is_refiner(patcher)]
     return len(ours)
+
+
+def _unload_entries_of(memory_management, patcher) -> None:
+    for loaded in [loaded for loaded in memory_management.current_loaded_models if loaded.model is patcher]:
+        loaded.model_unload()
+        memory_management.current_loaded_models.remove(loaded)
 
 
 def _is_refiner(patcher: object) -> bool:

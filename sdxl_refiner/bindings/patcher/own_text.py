@@ -54,10 +54,16 @@ def fits(sd_model, tensors: dict[str, torch.Tensor]) -> bool:
     return text_encoder.fits(base_encoder(sd_model), tensors, NOT_LOADED)
 
 
+# Where a layer keeps the patches it applies at run time: Forge 2's online LoRAs, Neo's weight and
+# bias functions (ComfyUI's: LoRAs it does not merge into the weights).
+RUN_TIME_PATCHES = ("forge_online_loras", "weight_function", "bias_function")
+
+
 def online_lora_modules(module: torch.nn.Module) -> list[str]:
-    """Layers that add a LoRA at run time (Forge does so for quantised weights): those would add
-    the base's LoRA to the refiner's weights too."""
-    return [name for name, layer in module.named_modules() if getattr(layer, "forge_online_loras", None)]
+    """Layers that add a LoRA at run time (Forge does so for quantised weights, Neo in low VRAM):
+    those would add the base's LoRA to the refiner's weights too."""
+    return [name for name, layer in module.named_modules()
+            if any(getattr(layer, patches, None) for patches in RUN_TIME_PATCHES)]
 
 
 @contextmanager

@@ -9,6 +9,7 @@ request never leaves the host broken for the next one.
 
 import importlib
 
+import gradio as gr
 from modules import scripts
 
 # step -> (module, attribute path) of SDXL Refiner's code that the step calls
@@ -57,7 +58,8 @@ class SdxlRefinerFaultScript(scripts.Script):
         return scripts.AlwaysVisible
 
     def ui(self, is_img2img):
-        return []
+        # one input of its own, so that the API puts the step here and not into the next script's args
+        return [gr.Textbox(value="", visible=False, elem_id=self.elem_id("step"))]
 
     def before_process(self, p, *args):
         p.sdxl_refiner_faults = []
