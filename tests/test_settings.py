@@ -18,10 +18,14 @@ from sdxl_refiner.core.settings import (
     Settings,
     from_named,
     from_ui_args,
-    with_overrides,
 )
 
 CKPT = "sd_xl_refiner_1.0.safetensors [7440042bbd]"
+
+
+def with_overrides(settings: Settings, **changes: object) -> Settings:
+    """X/Y/Z values over settings given as one dict, the way the script hands them to the normaliser."""
+    return from_ui_args([dataclasses.asdict(settings)], overrides=changes)
 ON = Settings(enabled=True, checkpoint=CKPT)
 
 ACCEPTED = [

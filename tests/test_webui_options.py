@@ -167,3 +167,19 @@ def test_the_unload_route_asks_for_the_same_credentials_as_the_webuis_api(webui,
     assert unloads == ([True] if status == 200 else [])
     if status == 200:
         assert response.json() == {"unloaded": True, "refiners": ["refiner.safetensors"]}
+
+
+def test_unloading_names_the_refiner_says_what_it_freed_and_the_next_generation_loads_it_again(webui, capsys):
+    from tests.standin.refiner_runs import load_script, refine
+
+    webui.write_pair()
+    script = load_script()
+    refined = refine(webui, webui.txt2img(steps=6, seed=8), script=script).samples[0]
+    binding = type(script).process.__globals__["binding"]
+    capsys.readouterr()
+    assert list(binding.unload()) == ["refiner.safetensors"]
+    said = capsys.readouterr().out
+    assert "SDXL Refiner: unloaded refiner.safetensors (" in said and " GiB on cpu)" in said
+    assert list(binding.unload()) == []
+    assert "SDXL Refiner: unloaded no refiner" in capsys.readouterr().out
+    assert (refine(webui, webui.txt2img(steps=6, seed=8), script=script).samples[0] == refined).all()

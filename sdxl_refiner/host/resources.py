@@ -22,6 +22,16 @@ class RefinerResources:
     own_encoders: dict = field(default_factory=dict)
 
 
+def unload_cached_refiners() -> list[str]:
+    """Drops the cached refiner UNets, says in the console what that freed, and names their files."""
+    cache = resources().cache
+    held = cache.memory_by_device()
+    names = [identity.path.name for identity in cache.unload()]
+    freed = ", ".join(f"{size / 2**30:.2f} GiB on {device}" for device, size in sorted(held.items()))
+    print(f"SDXL Refiner: unloaded {', '.join(names) or 'no refiner'}" + (f" ({freed})" if freed else ""))
+    return names
+
+
 def resources() -> RefinerResources:
     from modules import sd_models
 

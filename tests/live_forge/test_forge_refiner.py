@@ -110,11 +110,12 @@ def test_a_refiner_prompt_equal_to_the_main_one_changes_nothing_and_another_one_
 def test_unloading_the_refiner_gives_its_memory_back_and_the_next_image_loads_it_again(forge_api, forge_host):
     if forge_host.resident_bytes() is None:
         pytest.skip("the memory of a Forge started by hand is not read")
+    forge_api.call("/sdxl-refiner/v1/unload", {})  # a refiner an earlier test left cached would not be loaded again
     base_only = forge_api.txt2img(**on_base())
     before = forge_host.resident_bytes()
     refined = forge_api.txt2img(**on_base(), refiner=ours(FORGE_REFINER, 50))
     loaded = forge_host.resident_bytes()
-    forge_api.call("/sdxl-refiner/v1/unload", {})
+    assert forge_api.call("/sdxl-refiner/v1/unload", {}) == {"unloaded": True, "refiners": [FORGE_REFINER]}
     unloaded = forge_host.resident_bytes()
     # the refiner's UNet is what the refined image added; at least half of it must go
     assert loaded - unloaded > (loaded - before) / 2 > 100 * 2**20, (before, loaded, unloaded)

@@ -29,7 +29,7 @@ from sdxl_refiner.core.handoff import UNetSlot
 from sdxl_refiner.host import prompts
 from sdxl_refiner.host.binding import PassRoute
 from sdxl_refiner.host.checkpoints import ChosenRefiner
-from sdxl_refiner.host.resources import resources
+from sdxl_refiner.host.resources import unload_cached_refiners
 from sdxl_refiner.host.run_state import RefinerRun
 
 
@@ -94,4 +94,4 @@ class PatcherBinding:
         """The host's loaded-model list holds every patcher it placed until it needs the memory for
         another: the refiner's are unloaded there too, or dropping them from the cache would free nothing."""
         loading.release_from_forge()
-        return [identity.path.name for identity in resources().cache.unload()]
+        return unload_cached_refiners()

@@ -21,7 +21,7 @@ from sdxl_refiner.host import checkpoints, prompts
 from sdxl_refiner.host.binding import PassRoute
 from sdxl_refiner.host.callbacks import register_once
 from sdxl_refiner.host.checkpoints import ChosenRefiner
-from sdxl_refiner.host.resources import resources
+from sdxl_refiner.host.resources import unload_cached_refiners
 from sdxl_refiner.host.run_state import RefinerRun
 
 
@@ -76,7 +76,7 @@ class WebUIBinding:
                 offloaded.release()
 
     def unload(self) -> Sequence[str]:
-        return [identity.path.name for identity in resources().cache.unload()]
+        return unload_cached_refiners()
 
 
 BINDING = WebUIBinding()
