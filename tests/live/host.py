@@ -353,18 +353,21 @@ class Running:
 
 
 @contextmanager
-def started(install: Install, flags: Sequence[str] = (), timeout: float = 300.0, log: Log = to_stderr) -> Iterator[Running]:
+def started(install: Install, flags: Sequence[str] = (), timeout: float = 300.0, log: Log = to_stderr,
+            options: dict[str, object] | None = None) -> Iterator[Running]:
     """A WebUI serving on a free port, stopped by its process group however the block ends."""
-    running = start(install, flags, timeout, log)
+    running = start(install, flags, timeout, log, options)
     try:
         yield running
     finally:
         stop(running)
 
 
-def start(install: Install, flags: Sequence[str] = (), timeout: float = 300.0, log: Log = to_stderr) -> Running:
-    """Starts from a fresh ``config.json`` so that no earlier run's options leak into this one."""
-    (install.webui / "config.json").write_text(json.dumps(install.kind.config))
+def start(install: Install, flags: Sequence[str] = (), timeout: float = 300.0, log: Log = to_stderr,
+          options: dict[str, object] | None = None) -> Running:
+    """Starts from a fresh ``config.json`` (the kind's, with ``options`` over it) so that no earlier
+    run's options leak into this one."""
+    (install.webui / "config.json").write_text(json.dumps({**install.kind.config, **(options or {})}))
     port = free_port()
     console = install.root / f"console-{port}.log"
     command = [str(install.python), "launch.py", *install.kind.launch_flags, *flags, "--server-name", "127.0.0.1",
@@ -424,6 +427,8 @@ def main(argv: list[str] | None = None) -> int:
         command.add_argument("--forge", dest="host", action="store_const", const="forge", help="the same as --host forge")
         command.add_argument("--neo", dest="host", action="store_const", const="neo", help="the same as --host neo")
     run.add_argument("--flag", action="append", default=[], help="an extra WebUI flag, e.g. --medvram")
+    run.add_argument("--option", action="append", default=[], metavar="KEY=JSON",
+                     help="an option in its config.json at start, e.g. show_refiner=true")
     run.add_argument("cmd", nargs=argparse.REMAINDER)
     arguments = parser.parse_args(argv)
     try:
@@ -435,7 +440,8 @@ def main(argv: list[str] | None = None) -> int:
         print(install.root)
         return 0
     cmd = [part for part in arguments.cmd if part != "--"] or ["sleep", "infinity"]
-    with started(install, arguments.flag) as running:
+    options = {key: json.loads(value) for key, value in (option.split("=", 1) for option in arguments.option)}
+    with started(install, arguments.flag, options=options) as running:
         print(f"host: serving at {running.url}; console: {running.log}")
         environment = {**os.environ, "WEBUI_URL": running.url, "WEBUI_CONSOLE": str(running.log),
                        "WEBUI_PID": str(running.process.pid)}
