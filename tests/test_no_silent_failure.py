@@ -49,7 +49,10 @@ def test_an_unexpected_error_before_the_first_step_stops_the_generation_with_our
     message = str(raised.value)
     assert message.startswith(f"SDXL Refiner failed while {while_doing}: RuntimeError: injected failure in {attribute}.")
     assert "Turn SDXL Refiner off" in message
-    assert "Traceback" in capsys.readouterr().err, "the console keeps the traceback"
+    assert isinstance(raised.value.__cause__, RuntimeError), "the failure keeps the error it stands for"
+    console = capsys.readouterr().err
+    assert "Traceback" in console and f"RuntimeError: injected failure in {attribute}" in console, (
+        "the console keeps the traceback")
     assert_restored(webui, before)
 
 

@@ -87,7 +87,7 @@ def text_encoder_refused(base_name: str, refiner_name: str, why: str) -> Conditi
     )
 
 
-def refiner_bigg_tensors(path: str, named_from: str = "") -> dict[str, torch.Tensor]:
+def refiner_bigg_tensors(path: str, named_from: str) -> dict[str, torch.Tensor]:
     """The refiner file's OpenCLIP bigG tensors, named ``named_from`` + their names below the file's
     encoder prefix (the host's module names them from its own level)."""
     with safe_open(path, framework="pt") as file:
