@@ -40,6 +40,7 @@ def test_the_package_keeps_every_import_contract():
         ("core/checkpoint.py", "import backend.loader", "The core imports no host"),
         ("bindings/neo.py", "from sdxl_refiner.bindings.webui import unet", "independent"),
         ("bindings/patcher/routing.py", "from sdxl_refiner.bindings import forge", "patcher route"),
+        ("bindings/webui/conds.py", "from sdxl_refiner.bindings.patcher import routing", "WebUI binding does not use"),
         ("host/resources.py", "from sdxl_refiner.host import sampling", "No import circle"),
     ],
 )

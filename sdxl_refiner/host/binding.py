@@ -53,7 +53,9 @@ class HostBinding(Protocol):
         """Refuses a loaded model the refiner cannot follow."""
 
     def check_refiner(self, p: Any, run: RefinerRun, chosen: ChosenRefiner) -> None:
-        """Refuses, before any step, a refiner file this host would build wrongly."""
+        """Refuses, before any step, a refiner file this host would build wrongly; what it read to
+        decide (the WebUI: the config the UNet is built from) may be kept on ``run.refiner`` for
+        ``load_refiner``."""
 
     def scalar_embed_dim(self, sd_model: Any, info: CheckpointInfo) -> int:
         """Width of one embedded size or score scalar in this host's SDXL conditioning."""

@@ -37,7 +37,6 @@ class RefinerRun:
     settings: Settings | None = None
     error: RefinerError | None = None
     checkpoint_title: str = ""
-    checkpoint_path: str = ""
     checkpoint_info: Any = None
     spec: RefinerCondSpec | None = None
     refiner: Any = None

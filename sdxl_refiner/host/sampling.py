@@ -40,10 +40,14 @@ def builtin_off_note(host_name: str) -> str:
     return f"{host_name}'s built-in refiner was turned off for this generation (SDXL Refiner runs instead)"
 
 
-def failed(error: Exception, while_doing: str) -> RefinerFailed:
-    """An unexpected error as the user sees it; the console keeps its traceback."""
+def _log_failure(error: Exception, while_doing: str) -> None:
     print(f"SDXL Refiner: {while_doing} failed:")
     traceback.print_exception(type(error), error, error.__traceback__)
+
+
+def failed(error: Exception, while_doing: str) -> RefinerFailed:
+    """An unexpected error as the user sees it; the console keeps its traceback."""
+    _log_failure(error, while_doing)
     failure = RefinerFailed(
         f"SDXL Refiner failed while {while_doing}: {type(error).__name__}: {error}. The image was not made, "
         "so that no unrefined image is taken for a refined one; the console has the traceback. Turn SDXL "
@@ -64,9 +68,9 @@ def prepare(binding: HostBinding, p, settings: Settings | RefinerError) -> None:
         _start_run(binding, p, settings)
     except Exception as error:
         run = run_of(p)
-        if run is None or run.settings is None:
-            attach_run(p, RefinerRun(settings=settings if isinstance(settings, Settings) else None))
-            run = run_of(p)
+        if run is None:
+            run = RefinerRun(settings=settings if isinstance(settings, Settings) else None)
+            attach_run(p, run)
         run.error = failed(error, "preparing the generation")
 
 
@@ -108,7 +112,6 @@ def _chosen_refiner(run: RefinerRun) -> checkpoints.ChosenRefiner:
     refusal names it), then classified once for the whole generation."""
     host_info = checkpoints.resolve_checkpoint(run.settings.checkpoint)
     run.checkpoint_info = host_info
-    run.checkpoint_path = str(host_info.filename)
     return checkpoints.classify_refiner(host_info)
 
 
@@ -119,10 +122,7 @@ def _choose_text_encoder(binding: HostBinding, p, run: RefinerRun, chosen: check
     base_path = str(p.sd_model.sd_checkpoint_info.filename)
     if text_encoder.text_encoders_match(base_path, chosen.path, run.spec.kind, found.encoder_checks):
         return
-    run.own_text = text_encoder.own_text_encoder(
-        p.sd_model, chosen.path, chosen.host_info.name, chosen.info.is_refiner_type, binding.encoder_slot,
-        found.own_encoders,
-    )
+    run.own_text = text_encoder.own_text_encoder(p.sd_model, chosen, binding.encoder_slot, found.own_encoders)
     run.notes.append("prompts encoded with the refiner's own text encoder")
 
 
@@ -165,8 +165,7 @@ def before_sampling(binding: HostBinding, p, *, c, uc) -> None:
                 run.error = failed(error, "preparing the sampling pass")
         wrap_sampler(binding, p, run, (c, uc))
     except Exception as error:
-        print("SDXL Refiner: hooking the sampler failed:")
-        traceback.print_exception(type(error), error, error.__traceback__)
+        _log_failure(error, "hooking the sampler")
         _add_notes(p, [f"the refiner did not run: hooking the sampler failed ({type(error).__name__}: {error})"])
 
 

@@ -27,6 +27,7 @@ from sdxl_refiner.core.checkpoint import BASE_BIGG_PREFIX, BASE_ENCODER_PREFIXES
 from sdxl_refiner.core.conditioning import text_encoders_identical
 from sdxl_refiner.core.errors import ConditioningError
 from sdxl_refiner.core.residency import file_identity
+from sdxl_refiner.host.checkpoints import ChosenRefiner
 from sdxl_refiner.host.prompts import Encode, PromptJob
 
 CACHED_PROMPTS = 16
@@ -166,12 +167,12 @@ class OwnTextEncoder:
         return self.conds[key]
 
 
-def own_text_encoder(sd_model, refiner_path: str, refiner_name: str, refiner_type: bool, slot: EncoderSlot,
-                     found: dict) -> OwnTextEncoder:
+def own_text_encoder(sd_model, chosen: ChosenRefiner, slot: EncoderSlot, found: dict) -> OwnTextEncoder:
     """The refiner's own encoder, to encode the prompts with when it is not the base's; the last one
     read is kept in ``found`` (the process's resources) by file identity."""
-    names = (sd_model.sd_checkpoint_info.name, refiner_name)
-    if not refiner_type or Path(refiner_path).suffix.lower() != ".safetensors":
+    names = (sd_model.sd_checkpoint_info.name, chosen.host_info.name)
+    refiner_path = chosen.path
+    if not chosen.info.is_refiner_type or Path(refiner_path).suffix.lower() != ".safetensors":
         raise text_encoder_refused(*names, "only a refiner-type .safetensors checkpoint can bring its own encoder")
     identity = file_identity(refiner_path)
     if identity not in found:
