@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 
 import pytest
+from fastapi.exceptions import HTTPException
 
 from tests.standin.refiner_runs import assert_restored, load_script, refine, snapshot, ui_args
 
@@ -50,6 +51,8 @@ def test_an_unexpected_error_before_the_first_step_stops_the_generation_with_our
     assert message.startswith(f"SDXL Refiner failed while {while_doing}: RuntimeError: injected failure in {attribute}.")
     assert "Turn SDXL Refiner off" in message
     assert isinstance(raised.value.__cause__, RuntimeError), "the failure keeps the error it stands for"
+    assert raised.value.status_code == 500 and not isinstance(raised.value, HTTPException), (
+        "a failure is a 5xx that the host's API answers with its traceback")
     console = capsys.readouterr().err
     assert "Traceback" in console and f"RuntimeError: injected failure in {attribute}" in console, (
         "the console keeps the traceback")

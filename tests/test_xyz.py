@@ -129,6 +129,7 @@ def test_checkpoint_axis_offers_the_checkpoint_list_and_refuses_unknown_names(gr
         "SDXL Refiner: X/Y/Z axis 'SDXL Refiner checkpoint': 'beta' is not a checkpoint of this WebUI. "
         "Pick values from the axis' dropdown, or refresh the checkpoint list."
     )
+    assert caught.value.status_code == 404, "an unknown name is answered as the WebUI answers its own"
 
 
 def test_cfg_and_noise_axes_set_the_refiners_values_per_cell_and_leave_the_rest(grid) -> None:

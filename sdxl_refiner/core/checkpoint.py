@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from sdxl_refiner.core.errors import CheckpointError
+from sdxl_refiner.core.errors import Cause, CheckpointError
 from sdxl_refiner.core.pinned import buffer_groups, flat_buffer
 from sdxl_refiner.core.unet_config import (
     HostUNetConfig,
@@ -132,7 +132,8 @@ def _resolve_existing(path: str | os.PathLike) -> Path:
     if not resolved.is_file():
         raise CheckpointError(
             f"Refiner checkpoint {str(path)!r} does not exist or is not a file; "
-            "choose a checkpoint from the list (refresh it if the file was just added)."
+            "choose a checkpoint from the list (refresh it if the file was just added).",
+            Cause.NOT_FOUND,
         )
     return resolved
 
@@ -163,7 +164,7 @@ def _read_header(path: Path) -> tuple[dict[str, TensorEntry], int]:
                 )
             raw = file.read(header_len)
     except OSError as error:
-        raise CheckpointError(f"Refiner checkpoint {str(path)!r} cannot be read: {error}.") from error
+        raise CheckpointError(f"Refiner checkpoint {str(path)!r} cannot be read: {error}.", Cause.INTERNAL) from error
     try:
         header = json.loads(raw)
         if not isinstance(header, dict):
@@ -506,7 +507,8 @@ def _read_safetensors_unet(
     except OSError as error:
         raise CheckpointError(
             f"Refiner checkpoint {str(path)!r} could not be read ({error}); check the disk and the file's "
-            "permissions, or download it again."
+            "permissions, or download it again.",
+            Cause.INTERNAL,
         ) from error
     return state
 

@@ -15,7 +15,7 @@ from typing import Literal
 
 import torch
 
-from sdxl_refiner.core.errors import ConditioningError
+from sdxl_refiner.core.errors import Cause, ConditioningError
 
 TEXT_CONTEXT_KEY = "crossattn"
 VECTOR_KEY = "vector"
@@ -114,7 +114,8 @@ def check_fits_unet(cond: Mapping[str, torch.Tensor], spec: RefinerCondSpec) -> 
     if vector.shape[0] != context.shape[0]:
         raise ConditioningError(
             f"conds: the vector has {vector.shape[0]} rows and the text context {context.shape[0]}; "
-            "they must have one row per prompt. This is a bug in the caller; please report it."
+            "they must have one row per prompt. This is a bug in the caller; please report it.",
+            Cause.INTERNAL,
         )
 
 
@@ -149,6 +150,7 @@ def _required(cond: Mapping[str, torch.Tensor], key: str) -> torch.Tensor:
     if key not in cond:
         raise ConditioningError(
             f"conds: no {key!r} entry (keys given: {sorted(cond)}). The refiner needs SDXL conditioning "
-            "with 'crossattn' and 'vector'; use an SDXL base model."
+            "with 'crossattn' and 'vector'; use an SDXL base model.",
+            Cause.CONFLICT,
         )
     return cond[key]

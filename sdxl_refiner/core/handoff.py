@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from sdxl_refiner.core.errors import PlanError
+from sdxl_refiner.core.errors import Cause, PlanError
 from sdxl_refiner.core.schedule import SwitchPoint
 
 RefinerSource = torch.nn.Module | Callable[[], torch.nn.Module]
@@ -126,7 +126,8 @@ class Handoff:
             f"The refiner was planned to take over at step {self.point.base_steps} (model call {index}) "
             f"of {sampler}, at sigma {expected:.6g}, but that call came at sigma {sigma:.6g}. "
             "The plan was made for other steps or another schedule than the sampler runs; "
-            "the base was kept in place. Report the sampler and scheduler used."
+            "the base was kept in place. Report the sampler and scheduler used.",
+            Cause.CONFLICT,
         )
 
     def _resolve_refiner(self) -> torch.nn.Module:

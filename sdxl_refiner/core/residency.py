@@ -25,7 +25,7 @@ from typing import Protocol
 
 import torch
 
-from sdxl_refiner.core.errors import CheckpointError, SettingsError
+from sdxl_refiner.core.errors import Cause, CheckpointError, SettingsError, out_of_memory
 
 # Room left for activations while sampling at SDXL sizes (1024², batch 1, fp16, sliced attention).
 DEFAULT_HEADROOM_BYTES = 2 * 2**30
@@ -231,7 +231,8 @@ def file_identity(path: FilePath) -> FileIdentity:
     except OSError:
         raise CheckpointError(
             f"Refiner checkpoint {str(path)!r} does not exist or cannot be read; choose a checkpoint "
-            "from the list (refresh it if the file was just added)."
+            "from the list (refresh it if the file was just added).",
+            Cause.NOT_FOUND,
         ) from None
     return FileIdentity(resolved, stat.st_size, stat.st_mtime_ns)
 
@@ -244,15 +245,6 @@ class _Request:
     identity: FileIdentity
     variant: Hashable
     pinned: bool = False
-
-
-def out_of_memory(error: BaseException) -> bool:
-    """Memory advice helps only when memory ran out: in RAM, or on the GPU (torch reports that as a
-    RuntimeError subclass, and older builds as a plain RuntimeError with this text)."""
-    if isinstance(error, (MemoryError, torch.cuda.OutOfMemoryError)):
-        return True
-    text = str(error).lower()
-    return isinstance(error, RuntimeError) and ("out of memory" in text or "not enough memory" in text)
 
 
 class PendingRefiner:
@@ -275,13 +267,16 @@ class PendingRefiner:
         except (CheckpointError, TimeoutError, FutureTimeoutError):
             raise
         except Exception as error:
-            advice = (
-                "Free memory (or choose the offload residency) and try again."
-                if out_of_memory(error)
-                else "The console has the traceback; choose another refiner checkpoint if it is not a released SDXL model."
-            )
+            if out_of_memory(error):
+                raise CheckpointError(
+                    f"Loading the refiner {str(self._path)!r} ran out of memory: {type(error).__name__}: {error}. "
+                    "Free memory (or choose the offload residency) and try again.",
+                    Cause.OUT_OF_MEMORY,
+                ) from error
             raise CheckpointError(
-                f"Loading the refiner {str(self._path)!r} failed: {type(error).__name__}: {error}. {advice}"
+                f"Loading the refiner {str(self._path)!r} failed: {type(error).__name__}: {error}. The console has "
+                "the traceback; choose another refiner checkpoint if it is not a released SDXL model.",
+                Cause.INTERNAL,
             ) from error
 
 

@@ -14,7 +14,7 @@ import inspect
 
 import torch
 
-from sdxl_refiner.core.errors import PlanError
+from sdxl_refiner.core.errors import Cause, PlanError
 from sdxl_refiner.core.schedule import (
     SUPPORTED_SAMPLERS,
     SwitchPoint,
@@ -84,7 +84,9 @@ def sigmas_used(kwargs: dict, schedule: torch.Tensor | None) -> torch.Tensor:
         if name in kwargs:
             return torch.as_tensor(kwargs[name]).detach().cpu()
     if schedule is None:
-        raise PlanError("The sampler's sigma schedule was not seen before sampling; cannot place the switch.")
+        raise PlanError(
+            "The sampler's sigma schedule was not seen before sampling; cannot place the switch.", Cause.CONFLICT
+        )
     schedule = schedule.detach().cpu()
     sigma_max = float(kwargs.get("sigma_max", schedule[0]))
     start = int((schedule > sigma_max * (1 + 1e-4)).sum())

@@ -14,7 +14,7 @@ from typing import Any
 
 from sdxl_refiner.core.checkpoint import CheckpointInfo, classify_checkpoint
 from sdxl_refiner.core.conditioning import RefinerCondSpec
-from sdxl_refiner.core.errors import CheckpointError, RefinerError
+from sdxl_refiner.core.errors import Cause, CheckpointError, RefinerError
 
 
 @dataclass(frozen=True)
@@ -41,14 +41,17 @@ def resolve_checkpoint(name: str):
     if not name or name in ("None", "none"):
         raise CheckpointError(
             f"SDXL Refiner is enabled but no refiner checkpoint is chosen (checkpoint: {name!r}). "
-            "Pick one in the SDXL Refiner panel, or pass a checkpoint title from GET /sdapi/v1/sd-models."
+            "Pick one in the SDXL Refiner panel, or pass a checkpoint title from GET /sdapi/v1/sd-models.",
+            Cause.INVALID_ARGUMENT,
         )
     info = sd_models.get_closet_checkpoint_match(name)
     if info is None:
         raise CheckpointError(
-            f"SDXL Refiner checkpoint {name!r} is not in the WebUI's checkpoint list. Allowed are the titles "
-            "the Checkpoint dropdown shows (GET /sdapi/v1/sd-models lists them as 'title'); put the file in "
-            "models/Stable-diffusion and refresh the list if it is new."
+            f"SDXL Refiner checkpoint {name!r} is not in the WebUI's checkpoint list. Give a title as the "
+            "Checkpoint dropdown shows it, or a checkpoint's name: its file name, its 'model_name' or its hash "
+            "(GET /sdapi/v1/sd-models lists each checkpoint's 'title' and 'model_name'); put the file in "
+            "models/Stable-diffusion and refresh the list if it is new.",
+            Cause.NOT_FOUND,
         )
     return info
 
@@ -90,7 +93,7 @@ def with_checkpoint_names(error: RefinerError, checkpoints) -> RefinerError:
         message = message.replace(path, renames[path])
     if message == str(error):
         return error
-    renamed = type(error)(message)
+    renamed = type(error)(message, error.cause)
     renamed.__cause__ = error
     return renamed
 
@@ -111,13 +114,15 @@ def require_sdxl_base(sd_model) -> None:
         raise CheckpointError(
             f"SDXL Refiner cannot follow the loaded model {title!r}: it is an SDXL inpainting model, whose UNet "
             "takes the mask and masked image with the latent, and a refiner takes the latent alone. Load an SDXL "
-            "base checkpoint for the refiner, or turn SDXL Refiner off for inpainting models."
+            "base checkpoint for the refiner, or turn SDXL Refiner off for inpainting models.",
+            Cause.CONFLICT,
         )
     if getattr(sd_model, "is_sdxl", False):
         return
     raise CheckpointError(
         f"SDXL Refiner needs an SDXL base model, but the loaded model {title!r} is not SDXL: an SDXL refiner "
-        "cannot continue its latent. Load an SDXL base checkpoint, or turn SDXL Refiner off."
+        "cannot continue its latent. Load an SDXL base checkpoint, or turn SDXL Refiner off.",
+        Cause.CONFLICT,
     )
 
 

@@ -17,13 +17,13 @@ import traceback
 
 from sdxl_refiner.core import samplers
 from sdxl_refiner.core.conditioning import refiner_conditioning
-from sdxl_refiner.core.errors import RefinerError
+from sdxl_refiner.core.errors import Cause, RefinerError, out_of_memory
 from sdxl_refiner.core.handoff import route_model, unet_handoff
 from sdxl_refiner.core.infotext import KEY_CHECKPOINT, KEY_NOTES, format_number, infotext_params, joined_notes
 from sdxl_refiner.core.refiner_noise import adds_noise, takes_noise_sampler, with_refiner_noise
 from sdxl_refiner.core.schedule import plan_switch
 from sdxl_refiner.core.settings import Settings
-from sdxl_refiner.host import checkpoints, options, prompts, text_encoder
+from sdxl_refiner.host import checkpoints, options, prompts, refusals, text_encoder
 from sdxl_refiner.host.binding import HostBinding
 from sdxl_refiner.host.resources import resources
 from sdxl_refiner.host.run_state import ActivePass, RefinerRun, attach_run, run_of
@@ -48,11 +48,18 @@ def _log_failure(error: Exception, while_doing: str) -> None:
 def failed(error: Exception, while_doing: str) -> RefinerFailed:
     """An unexpected error as the user sees it; the console keeps its traceback."""
     _log_failure(error, while_doing)
-    failure = RefinerFailed(
-        f"SDXL Refiner failed while {while_doing}: {type(error).__name__}: {error}. The image was not made, "
-        "so that no unrefined image is taken for a refined one; the console has the traceback. Turn SDXL "
-        "Refiner off to generate without it, and report the error."
-    )
+    not_made = "The image was not made, so that no unrefined image is taken for a refined one"
+    if out_of_memory(error):
+        failure = RefinerFailed(
+            f"SDXL Refiner ran out of memory while {while_doing}: {type(error).__name__}: {error}. {not_made}. "
+            "Free memory (a smaller image or batch, the offload residency, or Unload refiner) and try again.",
+            Cause.OUT_OF_MEMORY,
+        )
+    else:
+        failure = RefinerFailed(
+            f"SDXL Refiner failed while {while_doing}: {type(error).__name__}: {error}. {not_made}; the console "
+            "has the traceback. Turn SDXL Refiner off to generate without it, and report the error."
+        )
     failure.__cause__ = error
     return failure
 
@@ -204,18 +211,26 @@ def wrap_sampler(binding: HostBinding, p, run: RefinerRun, pass_conds: tuple) ->
     def refined_func(model, x, *args, **kwargs):
         unwrap_sampler(p)
         if run.error is not None:
-            raise run.error
+            raise_for_users(run.error)
         try:
             return sample_with_refiner(binding, p, run, original_func, model, x, args, kwargs, seen.get("sigmas"),
                                        pass_conds)
         except RefinerError as error:
-            renamed = for_users(p, run, error)
-            if renamed is error:
-                raise
-            raise renamed from error
+            raise_for_users(for_users(p, run, error), error)
 
     setattr(refined_func, ORIGINAL_ATTRIBUTE, (original_func, instance_get_sigmas))
     sampler.func = refined_func
+
+
+def raise_for_users(error: RefinerError, raised: RefinerError | None = None) -> None:
+    """Out of the host's sampling call, where the host answers it: a refusal with its 4xx status
+    and one line in the console, a failure with its 5xx status and traceback."""
+    answer = refusals.answered(error)
+    if raised is not None and answer is not raised:
+        raise answer from raised
+    if answer is not error:
+        raise answer from error.__cause__
+    raise answer
 
 
 def unwrap_sampler(p) -> None:

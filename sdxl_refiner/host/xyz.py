@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from sdxl_refiner.core.errors import SettingsError
+from sdxl_refiner.core.errors import Cause, SettingsError
+from sdxl_refiner.host import refusals
 from sdxl_refiner.host.callbacks import register_once
 
 XYZ_ATTR = "sdxl_refiner_xyz"
@@ -75,10 +76,11 @@ def confirm_checkpoints(_p: object, values: Sequence[object]) -> None:
 
     for value in values:
         if sd_models.get_closet_checkpoint_match(value) is None:
-            raise SettingsError(
+            raise refusals.answered(SettingsError(
                 f"SDXL Refiner: X/Y/Z axis '{AXIS_CHECKPOINT}': {value!r} is not a checkpoint of this WebUI. "
-                "Pick values from the axis' dropdown, or refresh the checkpoint list."
-            )
+                "Pick values from the axis' dropdown, or refresh the checkpoint list.",
+                Cause.NOT_FOUND,
+            ))
 
 
 def find_xyz_grid() -> object | None:

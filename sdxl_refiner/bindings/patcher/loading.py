@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from sdxl_refiner.core.checkpoint import CheckpointInfo, read_unet_state_dict
-from sdxl_refiner.core.errors import CheckpointError
+from sdxl_refiner.core.errors import Cause, CheckpointError
 from sdxl_refiner.host import checkpoints
 from sdxl_refiner.host.checkpoints import ChosenRefiner
 from sdxl_refiner.host.resources import resources
@@ -35,7 +35,8 @@ def require_sdxl_base(sd_model) -> None:
         named = f" {title!r}" if title else ""
         raise CheckpointError(
             f"SDXL Refiner needs an SDXL base model, but the loaded model{named} is an SDXL refiner, which "
-            "cannot compose an image. Load an SDXL base checkpoint, and choose the refiner in the SDXL Refiner panel."
+            "cannot compose an image. Load an SDXL base checkpoint, and choose the refiner in the SDXL Refiner panel.",
+            Cause.CONFLICT,
         )
 
 
