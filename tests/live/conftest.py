@@ -9,7 +9,7 @@ those tests skip there. Without either variable every live test skips.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -62,6 +62,21 @@ def hosts() -> Iterator[Hosts]:
         yield managed
     finally:
         managed.close()
+
+
+@pytest.fixture
+def console(hosts: Hosts) -> Callable[[], str]:
+    """Reads the whole console of the WebUI these tests started, or ``WEBUI_CONSOLE``'s (the log of
+    one started by hand)."""
+    given = os.environ.get("WEBUI_CONSOLE")
+    if hosts.install is None and not given:
+        pytest.skip("the WebUI's console is not known: set WEBUI_CONSOLE for a WebUI started by hand")
+
+    def read() -> str:
+        path = hosts.running.log if hosts.running is not None else Path(given or "")
+        return path.read_text(errors="replace")
+
+    return read
 
 
 @pytest.fixture(scope="module")

@@ -79,6 +79,8 @@ LAUNCH_FLAGS = (
     "--use-cpu", "all", "--precision", "full", "--no-half", "--no-half-vae", "--api",
 )
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+# the tests read the console as it is written: what a request printed is there when it returns
+CONSOLE_ENV = {"PYTHONUNBUFFERED": "1"}
 # The default live preview tries a download; the base is the model every request starts from.
 CONFIG = {"show_progress_type": "Approx cheap", "sd_model_checkpoint": BASE_CHECKPOINT}
 
@@ -375,7 +377,7 @@ def start(install: Install, flags: Sequence[str] = (), timeout: float = 300.0, l
     log(f"host: starting {install.kind.name} on port {port} {' '.join(flags)}".rstrip())
     with console.open("wb") as output:
         process = subprocess.Popen(command, cwd=install.webui, stdout=output, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, env={**os.environ, **OFFLINE_ENV},
+                                   stdin=subprocess.DEVNULL, env={**os.environ, **OFFLINE_ENV, **CONSOLE_ENV},
                                    start_new_session=True)
     running = Running(f"http://127.0.0.1:{port}", tuple(flags), process, console)
     try:

@@ -11,5 +11,5 @@ pytestmark = pytest.mark.live
 
 
 @pytest.mark.parametrize("step", faults.STEPS)
-def test_a_failure_in_each_step_of_our_hooks_is_loud(api, step):
-    faults.assert_failure_is_loud(api, step, {"steps": 8}, ours(REFINER, 50))
+def test_a_failure_in_each_step_of_our_hooks_is_loud(api, console, step):
+    faults.assert_failure_is_loud(api, console, step, {"steps": 8}, ours(REFINER, 50))

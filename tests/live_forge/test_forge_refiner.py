@@ -185,23 +185,6 @@ def test_the_infotext_reads_back_through_png_info(forge_api):
     assert FORGE_REFINER.removesuffix(".safetensors") in read["parameters"]["SDXL Refiner"]
 
 
-@pytest.mark.parametrize(
-    "refiner, expected",
-    [
-        (ours("no-such-refiner.safetensors", 20), "is not in the WebUI's checkpoint list"),
-        (ours(FORGE_REFINER, 150), "'steps_percent' must be a number from 0 to 100"),
-        (ours(FORGE_REFINER, 30, start_step=3), "give only one of 'steps_percent', 'start_step'"),
-        (ours("", 20), "'checkpoint' is empty while the refiner is enabled"),
-    ],
-)
-def test_bad_input_is_refused_with_a_message_and_the_next_generation_is_unchanged(forge_api, refiner, expected):
-    base_only = forge_api.txt2img(**on_base())
-    with pytest.raises(ApiError) as refused:
-        forge_api.txt2img(**on_base(), refiner=refiner)
-    assert expected in refused.value.body
-    assert pixels(forge_api.txt2img(**on_base())) == pixels(base_only)
-
-
 def test_an_xyz_plot_over_the_refiner_share_gives_the_cells_of_single_generations(forge_api, family):
     shares = [0, 50]
     args = [forge_api.xyz_axis("SDXL Refiner steps %"), ", ".join(map(str, shares)), [], 0, "", [], 0, "", [],
