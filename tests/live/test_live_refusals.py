@@ -25,7 +25,7 @@ CASES = [
 
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
 def test_each_refusal_has_its_status_its_message_and_no_traceback(api, console, case):
-    assert_refused(api, console, case, {})
+    assert_refused(api, console, case, {}, webui_body=True)
 
 
 def test_webuiapi_raises_a_runtime_error_carrying_the_status_and_the_message(api):
