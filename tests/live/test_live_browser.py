@@ -23,7 +23,7 @@ from sdxl_refiner.host.xyz import (
     AXIS_STEPS_PERCENT,
 )
 from tests.live.browser import Page, launched_chromium
-from tests.live.webui_api import BASE, REFINER, WebUIApi, ours
+from tests.live.webui_api import BASE, REFINER, SD1, WebUIApi, ours
 
 pytestmark = pytest.mark.live
 # The WebUI's own page errors, each seen with this extension disabled (--disable-extra-extensions):
@@ -50,12 +50,16 @@ def test_the_panel_is_in_both_tabs_and_the_split_line_follows_steps_and_denoisin
     page.wait_for_split("txt2img", "Base: steps 1–24 · Refiner: steps 25–30")
     page.number(elem_id("txt2img", "steps_percent"), 10)
     page.wait_for_split("txt2img", "Base: steps 1–27 · Refiner: steps 28–30")
+    page.page.locator(f"#{elem_id('txt2img', 'advanced')} .label-wrap").first.click()
     screenshot = os.environ.get("SDXL_REFINER_SCREENSHOT")
     if screenshot:
+        # the README's picture: the default share, a refiner chosen, the advanced controls open
         page.number(elem_id("txt2img", "steps_percent"), 20)
+        page.pick(elem_id("txt2img", "checkpoint"), REFINER)
+        page.page.locator(f"#{elem_id('txt2img', 'checkpoint')} ul.options").wait_for(state="hidden")
+        page.page.wait_for_timeout(500)  # the list's closing transition
         page.page.locator(f"#{ELEM_PREFIX}_txt2img").screenshot(path=str(Path(screenshot)))
     # a refiner noise that the chosen sampler cannot apply is named under the slider
-    page.page.locator(f"#{elem_id('txt2img', 'advanced')} .label-wrap").first.click()
     page.pick("txt2img_sampling", "DPM++ 2M")
     page.number(elem_id("txt2img", "noise_multiplier"), 0.5)
     page.wait_for_split("txt2img", "Refiner noise has no effect with DPM++ 2M: it adds no ancestral or SDE noise.")
@@ -93,6 +97,21 @@ def test_a_generation_from_the_ui_runs_the_refiner_and_the_info_says_so(page):
     assert "SDXL Refiner steps: 25%" in info
     assert "SDXL Refiner prompt: film grain" in info
     assert "SDXL Refiner CFG scale: 3.5" in info
+
+
+def test_a_refusal_from_the_ui_shows_in_the_error_box_as_the_webuis_own_errors(page):
+    """The WebUI shows a failed generation as ``<div class='error'>`` with the error's class and
+    message under the gallery; a refusal of ours is shown there, named as the API names it."""
+    page.turn_on("txt2img")
+    page.pick(elem_id("txt2img", "checkpoint"), SD1.removesuffix(".safetensors"))
+    for elem, value in (("txt2img_steps", 4), ("txt2img_width", 64), ("txt2img_height", 64)):
+        page.number(elem, value)
+    page.page.locator("#txt2img_generate").click()
+    page.page.wait_for_function(
+        "() => (gradioApp().querySelector('#html_log_txt2img .error') || {}).textContent")
+    shown = page.page.locator("#html_log_txt2img .error").first.inner_text()
+    assert shown.startswith(f"CheckpointError: SDXL Refiner checkpoint '{SD1}")
+    assert "is an SD 1.x checkpoint" in shown
 
 
 def png_with_infotext(api: WebUIApi, tmp_path: Path, name: str, **fields) -> Path:
