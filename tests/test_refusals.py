@@ -117,3 +117,65 @@ def test_every_refiner_error_raised_on_purpose_is_one_of_the_known_classes():
 
 def test_statuses_are_http_statuses():
     assert all(isinstance(status, HTTPStatus) for status in refusals.STATUS_BY_CAUSE.values())
+
+
+def test_fastapis_own_answer_to_a_refusal_is_its_status_and_message():
+    """Forge 2 and Neo register no handler for an ``HTTPException``: FastAPI answers it itself."""
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    app = FastAPI()
+
+    @app.post("/generate")
+    def generate():
+        raise refusals.answered(CheckpointError("SDXL Refiner checkpoint 'x' is not in the list", Cause.NOT_FOUND))
+
+    response = TestClient(app).post("/generate")
+    assert response.status_code == 404
+    assert response.json() == {"detail": "SDXL Refiner checkpoint 'x' is not in the list"}
+
+
+def test_the_message_of_a_failure_says_the_image_was_not_made_and_what_to_do():
+    memory = str(failed(MemoryError(), "loading the refiner"))
+    other = str(failed(KeyError("sigmas"), "planning the sampling pass"))
+    for message in (memory, other):
+        assert "The image was not made, so that no unrefined image is taken for a refined one" in message
+    assert memory.endswith("Free memory (a smaller image or batch, the offload residency, or Unload refiner) and "
+                           "try again.")
+    assert other.endswith("has the traceback. Turn SDXL Refiner off to generate without it, and report the error.")
+
+
+def raised_by(call) -> BaseException:
+    with pytest.raises(BaseException) as caught:
+        call()
+    return caught.value
+
+
+def test_what_leaves_the_sampling_call_keeps_the_chain_of_causes():
+    """The console's (and a debugger's) "direct cause" is the error behind ours, never ours itself."""
+    from sdxl_refiner.host.sampling import raise_for_users
+
+    disk = OSError("disk")
+    stored = CheckpointError("the header is corrupt")
+    stored.__cause__ = disk
+    answer = raised_by(lambda: raise_for_users(stored))
+    assert isinstance(answer, HTTPException) and answer.__cause__ is disk
+
+    failure = RefinerFailed("failed while preparing")
+    failure.__cause__ = disk
+    assert raised_by(lambda: raise_for_users(failure)) is failure and failure.__cause__ is disk
+
+    def raised_inside(error: RefinerError) -> BaseException:
+        def call():
+            try:
+                raise error
+            except RefinerError as caught:
+                raise_for_users(caught, caught)
+        return raised_by(call)
+
+    plan = PlanError("UniPC cannot be split")
+    answer = raised_inside(plan)
+    assert isinstance(answer, HTTPException) and answer.__cause__ is plan
+    inside = RefinerFailed("failed while planning")
+    inside.__cause__ = disk
+    assert raised_inside(inside) is inside and inside.__cause__ is disk
