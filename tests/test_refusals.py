@@ -138,8 +138,10 @@ def test_fastapis_own_answer_to_a_refusal_is_its_status_and_message():
 def test_the_message_of_a_failure_says_the_image_was_not_made_and_what_to_do():
     memory = str(failed(MemoryError(), "loading the refiner"))
     other = str(failed(KeyError("sigmas"), "planning the sampling pass"))
-    for message in (memory, other):
-        assert "The image was not made, so that no unrefined image is taken for a refined one" in message
+    assert memory.startswith("SDXL Refiner ran out of memory while loading the refiner: MemoryError. The image was "
+                             "not made, so that no unrefined image is taken for a refined one. Free memory")
+    assert other.startswith("SDXL Refiner failed while planning the sampling pass: KeyError: 'sigmas'. The image was "
+                            "not made, so that no unrefined image is taken for a refined one; the console")
     assert memory.endswith("Free memory (a smaller image or batch, the offload residency, or Unload refiner) and "
                            "try again.")
     assert other.endswith("has the traceback. Turn SDXL Refiner off to generate without it, and report the error.")

@@ -49,15 +49,16 @@ def failed(error: Exception, while_doing: str) -> RefinerFailed:
     """An unexpected error as the user sees it; the console keeps its traceback."""
     _log_failure(error, while_doing)
     not_made = "The image was not made, so that no unrefined image is taken for a refined one"
+    described = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
     if out_of_memory(error):
         failure = RefinerFailed(
-            f"SDXL Refiner ran out of memory while {while_doing}: {type(error).__name__}: {error}. {not_made}. "
+            f"SDXL Refiner ran out of memory while {while_doing}: {described}. {not_made}. "
             "Free memory (a smaller image or batch, the offload residency, or Unload refiner) and try again.",
             Cause.OUT_OF_MEMORY,
         )
     else:
         failure = RefinerFailed(
-            f"SDXL Refiner failed while {while_doing}: {type(error).__name__}: {error}. {not_made}; the console "
+            f"SDXL Refiner failed while {while_doing}: {described}. {not_made}; the console "
             "has the traceback. Turn SDXL Refiner off to generate without it, and report the error."
         )
     failure.__cause__ = error
