@@ -35,7 +35,7 @@ def injected(step: str):
 @pytest.mark.parametrize(
     ("owner", "attribute", "while_doing"),
     [
-        ("sdxl_refiner.host.checkpoints", "hashed_short_title", "preparing the generation"),
+        ("sdxl_refiner.host.file_hash", "refiner_hash", "preparing the generation"),
         ("sdxl_refiner.core.samplers", "sigmas_used", "planning the sampling pass"),
     ],
 )

@@ -112,13 +112,15 @@ def test_img2img_with_batch_count_reuses_one_sampler_without_stacking_wrappers(w
 
 
 def test_hires_fix_on_both_passes_writes_each_passes_split_and_pastes_back(webui):
+    from modules import infotext_utils
+
     from sdxl_refiner.core.infotext import settings_from_infotext
     from sdxl_refiner.core.settings import from_named
 
     webui.write_pair()
     p = webui.txt2img(steps=6, enable_hr=True, hr_second_pass_steps=4, denoising_strength=0.5)
-    refine(webui, p, ui_args(steps_percent=50, hires_pass="both"))
-    params = p.extra_generation_params
+    result = refine(webui, p, ui_args(steps_percent=50, hires_pass="both"))
+    params = infotext_utils.parse_generation_parameters(result.infotexts[0])
     assert params["SDXL Refiner split"] == "base 3 / refiner 3"
     assert params["SDXL Refiner hires split"] == "base 2 / refiner 2"
     pasted = from_named(settings_from_infotext(params))

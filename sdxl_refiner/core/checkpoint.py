@@ -22,6 +22,7 @@ import torch
 from safetensors import safe_open
 
 from sdxl_refiner.core.errors import Cause, CheckpointError
+from sdxl_refiner.core.file_digest import FileDigest
 from sdxl_refiner.core.pinned import buffer_groups, flat_buffer
 from sdxl_refiner.core.unet_config import (
     HostUNetConfig,
@@ -257,11 +258,16 @@ class _CheckpointIndex:
             return {key: entry.shape for key, entry in self.header.entries.items()}
         return {key: tuple(value.shape) for key, value in self._pickled.items()}
 
-    def take_unet_state_dict(self, dtype: torch.dtype | None, pin_memory: bool) -> dict[str, torch.Tensor]:
-        """A pickle's tensors are handed over, not kept, so each is freed once converted."""
+    def take_unet_state_dict(
+        self, dtype: torch.dtype | None, pin_memory: bool, digest: FileDigest | None = None
+    ) -> dict[str, torch.Tensor]:
+        """A pickle's tensors are handed over, not kept, so each is freed once converted. ``digest``
+        is fed by a safetensors file's read; a pickle's is left incomplete."""
         pin_memory = pin_memory and torch.cuda.is_available()
         if self._pickled is None:
-            return _read_safetensors_unet(self.path, self.header.entries, self.header.data_start, dtype, pin_memory)
+            return _read_safetensors_unet(
+                self.path, self.header.entries, self.header.data_start, dtype, pin_memory, digest
+            )
         pickled, self._pickled = self._pickled, None
         return _convert_pickled_unet(self.path, pickled, dtype, pin_memory)
 
@@ -417,7 +423,7 @@ def _open_for_reading(path: Path):
     return path.open("rb", buffering=0)
 
 
-def _read_exactly(file, target: memoryview, path: Path) -> None:
+def _read_exactly(file, target: memoryview, path: Path, digest: FileDigest | None) -> None:
     done = 0
     while done < len(target):
         got = file.readinto(target[done : done + READ_CHUNK_BYTES])
@@ -426,7 +432,23 @@ def _read_exactly(file, target: memoryview, path: Path) -> None:
                 f"Refiner checkpoint {str(path)!r} ended while its UNet was being read; the file is truncated "
                 "or was replaced meanwhile: download it again."
             )
+        if digest is not None:
+            digest.update(target[done : done + got])
         done += got
+
+
+def _hash_through(file, end: int | None, digest: FileDigest) -> None:
+    """Hashes from the file's position up to ``end`` (the end of the file for None): the bytes
+    between the UNet's runs, which the read passes over in order instead of seeking past them."""
+    left = None if end is None else end - file.tell()
+    buffer = memoryview(bytearray(READ_CHUNK_BYTES if left is None else max(1, min(left, READ_CHUNK_BYTES))))
+    while left is None or left > 0:
+        got = file.readinto(buffer if left is None else buffer[: min(left, len(buffer))])
+        if not got:
+            return
+        digest.update(buffer[:got])
+        if left is not None:
+            left -= got
 
 
 def _as_bytes(tensor: torch.Tensor) -> memoryview:
@@ -440,6 +462,7 @@ def _read_run(
     run: list[tuple[str, TensorEntry]],
     dtype: torch.dtype | None,
     pin_memory: bool,
+    digest: FileDigest | None,
 ) -> dict[str, torch.Tensor]:
     source_dtype = _SAFETENSORS_DTYPES[run[0][1].dtype]
     target_dtype = dtype or source_dtype
@@ -447,7 +470,7 @@ def _read_run(
     tensors: dict[str, torch.Tensor] = {}
     for group in buffer_groups(counts, target_dtype, pin_memory):
         part = [run[index] for index in group]
-        tensors.update(_read_part(file, path, data_start, part, source_dtype, target_dtype, pin_memory))
+        tensors.update(_read_part(file, path, data_start, part, source_dtype, target_dtype, pin_memory, digest))
     return tensors
 
 
@@ -459,19 +482,20 @@ def _read_part(
     source_dtype: torch.dtype,
     target_dtype: torch.dtype,
     pin_memory: bool,
+    digest: FileDigest | None,
 ) -> dict[str, torch.Tensor]:
     """Consecutive tensors of a run, read in one pass into one buffer."""
     elements = sum(math.prod(entry.shape) for _, entry in run)
     flat = flat_buffer(elements, target_dtype, pin_memory)
     file.seek(data_start + run[0][1].start)
     if target_dtype == source_dtype:
-        _read_exactly(file, _as_bytes(flat), path)
+        _read_exactly(file, _as_bytes(flat), path, digest)
     else:
         chunk_elements = max(1, READ_CHUNK_BYTES // source_dtype.itemsize)
         staging = torch.empty(min(elements, chunk_elements), dtype=source_dtype)
         for first in range(0, elements, chunk_elements):
             count = min(chunk_elements, elements - first)
-            _read_exactly(file, _as_bytes(staging[:count]), path)
+            _read_exactly(file, _as_bytes(staging[:count]), path, digest)
             flat[first : first + count].copy_(staging[:count])
     tensors = {}
     offset = 0
@@ -488,7 +512,11 @@ def _read_safetensors_unet(
     data_start: int,
     dtype: torch.dtype | None,
     pin_memory: bool,
+    digest: FileDigest | None = None,
 ) -> dict[str, torch.Tensor]:
+    """With ``digest``, the read runs through the whole file in order, hashing every byte (the
+    header, and the other tensors between the UNet's runs, are read and hashed too); without, it
+    reads the UNet's runs alone."""
     entries = {key: entry for key, entry in header.items() if key.startswith(UNET_PREFIX)}
     if not entries:
         raise _no_unet_error(path)
@@ -503,7 +531,12 @@ def _read_safetensors_unet(
     try:
         with _open_for_reading(path) as file:
             for run in _contiguous_runs(entries):
-                state.update(_read_run(file, path, data_start, run, dtype, pin_memory))
+                if digest is not None:
+                    _hash_through(file, data_start + run[0][1].start, digest)
+                state.update(_read_run(file, path, data_start, run, dtype, pin_memory, digest))
+            if digest is not None:
+                _hash_through(file, None, digest)
+                digest.finish()
     except OSError as error:
         raise CheckpointError(
             f"Refiner checkpoint {str(path)!r} could not be read ({error}); check the disk and the file's "
@@ -534,7 +567,11 @@ def _validate_with_safetensors(path: Path) -> None:
 
 
 def read_unet_state_dict(
-    checkpoint: str | os.PathLike | CheckpointInfo, dtype: torch.dtype | None = None, *, pin_memory: bool = False
+    checkpoint: str | os.PathLike | CheckpointInfo,
+    dtype: torch.dtype | None = None,
+    *,
+    pin_memory: bool = False,
+    digest: FileDigest | None = None,
 ) -> dict[str, torch.Tensor]:
     """The UNet's tensors (keys without ``model.diffusion_model.``), converted tensor by tensor.
 
@@ -543,9 +580,10 @@ def read_unet_state_dict(
     buffer per contiguous run of tensors. No dict of the whole file is built and no file mapping
     stays behind, so resident memory grows by the UNet's size and no more.
     ``pin_memory`` allocates page-locked host memory so later copies can overlap; it is ignored
-    where CUDA is absent (there is nothing to overlap with).
+    where CUDA is absent (there is nothing to overlap with). ``digest`` (a safetensors file only)
+    makes the read run through the whole file and hash it on the way, still in one sequential pass.
     """
-    return _index_of(checkpoint).take_unet_state_dict(dtype, pin_memory)
+    return _index_of(checkpoint).take_unet_state_dict(dtype, pin_memory, digest)
 
 
 def _convert_pickled_unet(
@@ -615,6 +653,7 @@ def load_unet(
     *,
     pin_memory: bool = False,
     host_config: HostUNetConfig | None = None,
+    digest: FileDigest | None = None,
 ) -> torch.nn.Module:
     """Builds the UNet from ``host_config`` (the config the host builds this file with; ``None``
     where it has none: the file's shapes decide) and fills it with the file's UNet weights.
@@ -633,7 +672,7 @@ def load_unet(
         raise CheckpointError(f"Refiner checkpoint {str(resolved)!r} cannot be used: {info.reason}.")
     params = unet_constructor_params(info.unet_config, host_config, str(resolved))
     module = _build_without_weights(build, params)
-    state = index.take_unet_state_dict(dtype, pin_memory)
+    state = index.take_unet_state_dict(dtype, pin_memory, digest)
     _check_layout(resolved, module, state, host_config)
     module.load_state_dict(state, strict=True, assign=True)
     left_on_meta = [

@@ -98,15 +98,6 @@ def with_checkpoint_names(error: RefinerError, checkpoints) -> RefinerError:
     return renamed
 
 
-def hashed_short_title(webui_info) -> str:
-    """``name [hash]`` as "Model hash" has it: the WebUI hashes a checkpoint only when it loads one,
-    so a refiner never loaded as a model has no hash yet; computing it once (the WebUI caches it)
-    lets the infotext name the exact file, as loading does: read from the WebUI's hash cache while
-    the file is unchanged, computed otherwise. With --no-hashing the name stands alone."""
-    webui_info.calculate_shorthash()
-    return webui_info.short_title
-
-
 def require_sdxl_base(sd_model) -> None:
     info = getattr(sd_model, "sd_checkpoint_info", None)
     title = getattr(info, "title", "the loaded model")

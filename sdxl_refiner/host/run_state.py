@@ -36,7 +36,7 @@ class RefinerRun:
 
     settings: Settings | None = None
     error: RefinerError | None = None
-    checkpoint_title: str = ""
+    file_hash: Any = None  # host.file_hash.RefinerHash: the refiner's name and hash for the infotext
     checkpoint_info: Any = None
     spec: RefinerCondSpec | None = None
     refiner: Any = None

@@ -23,7 +23,7 @@ from sdxl_refiner.core.infotext import KEY_CHECKPOINT, KEY_NOTES, format_number,
 from sdxl_refiner.core.refiner_noise import adds_noise, takes_noise_sampler, with_refiner_noise
 from sdxl_refiner.core.schedule import plan_switch
 from sdxl_refiner.core.settings import Settings
-from sdxl_refiner.host import checkpoints, options, prompts, refusals, text_encoder
+from sdxl_refiner.host import checkpoints, file_hash, options, prompts, refusals, text_encoder
 from sdxl_refiner.host.binding import HostBinding
 from sdxl_refiner.host.resources import resources
 from sdxl_refiner.host.run_state import ActivePass, RefinerRun, attach_run, run_of
@@ -108,7 +108,7 @@ def _prepare(binding: HostBinding, p, run: RefinerRun) -> None:
     binding.check_base(p.sd_model)
     chosen = _chosen_refiner(run)
     binding.check_refiner(p, run, chosen)
-    run.checkpoint_title = checkpoints.hashed_short_title(chosen.host_info)
+    run.file_hash = file_hash.refiner_hash(chosen.host_info)
     run.spec = checkpoints.cond_spec(chosen.info, binding.scalar_embed_dim(p.sd_model, chosen.info))
     _choose_text_encoder(binding, p, run, chosen)
     turn_builtin_refiner_off(p, run, builtin_off_note(binding.host_name))
@@ -326,15 +326,31 @@ def plan_pass(binding: HostBinding, p, run: RefinerRun, func, kwargs: dict, sche
 
 
 def _write_infotext(p, run: RefinerRun, plan) -> None:
-    """Once per refined pass; hires fix's second pass adds its own split and notes to the first's."""
+    """Once per refined pass; hires fix's second pass adds its own split and notes to the first's.
+
+    The refiner's name and hash are written now where the host has the hash; otherwise the host
+    calls for them when it writes the image's infotext, after the UNet's read has hashed the file."""
+    known = run.file_hash.digest is None
     params = infotext_params(
-        run.settings, checkpoint_title=run.checkpoint_title, plan=plan, hires_pass_run=p.is_hr_pass
+        run.settings, checkpoint_title=run.file_hash.short_title() if known else "", plan=plan,
+        hires_pass_run=p.is_hr_pass,
     )
     if not params:
         return
+    if not known:
+        params[KEY_CHECKPOINT] = _short_title_when_written(run.file_hash)
     notes = [*filter(None, [params.pop(KEY_NOTES, None)]), *run.notes]
     p.extra_generation_params.update(params)
     _add_notes(p, notes)
+
+
+def _short_title_when_written(refiner_hash: file_hash.RefinerHash):
+    """A value the host's ``create_infotext`` calls (with its locals) for each image's infotext."""
+
+    def short_title(**_locals) -> str:
+        return refiner_hash.short_title()
+
+    return short_title
 
 
 def _add_notes(p, notes: list[str]) -> None:

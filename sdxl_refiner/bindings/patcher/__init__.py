@@ -61,7 +61,7 @@ class PatcherBinding:
         return SCALAR_EMBED_DIM
 
     def load_refiner(self, p, run: RefinerRun, chosen: ChosenRefiner) -> None:
-        run.refiner = PatcherRefiner(loading.refiner_patcher(chosen))
+        run.refiner = PatcherRefiner(loading.refiner_patcher(chosen, run.file_hash.digest))
 
     def before_pass(self, p, run: RefinerRun) -> None:
         """After the host has set this pass's patcher and before it loads the models: the refined

@@ -16,6 +16,7 @@ import torch
 
 from sdxl_refiner.core.checkpoint import CheckpointInfo, read_unet_state_dict
 from sdxl_refiner.core.errors import Cause, CheckpointError
+from sdxl_refiner.core.file_digest import FileDigest
 from sdxl_refiner.host import checkpoints
 from sdxl_refiner.host.checkpoints import ChosenRefiner
 from sdxl_refiner.host.resources import resources
@@ -69,13 +70,13 @@ def _yaml_says_v_prediction(yaml: Path) -> bool:
     return params.get("parameterization") == "v" or str(scaling.get("target", "")).endswith(".VScaling")
 
 
-def load_refiner(info: CheckpointInfo) -> torch.nn.Module:
+def load_refiner(info: CheckpointInfo, digest: FileDigest | None = None) -> torch.nn.Module:
     """The refiner ``KModel``, built the way Forge's loader builds a main model's UNet; its
     ``UnetPatcher`` rides on it so that the cache keeps both (Forge tracks loaded models by patcher).
-    The classified checkpoint's header serves the read."""
+    The classified checkpoint's header serves the read, which hashes the file when ``digest`` asks."""
     from backend.patcher.unet import UnetPatcher
 
-    state = read_unet_state_dict(info)
+    state = read_unet_state_dict(info, digest=digest)
     guess = _guess(state, str(info.path))
     unet, scheduler = _components(guess, state)
     patcher = UnetPatcher.from_model(model=unet, diffusers_scheduler=scheduler, config=guess)
@@ -117,14 +118,16 @@ def _components(guess, state: dict[str, torch.Tensor]):
     return unet, scheduler
 
 
-def refiner_patcher(chosen: ChosenRefiner):
+def refiner_patcher(chosen: ChosenRefiner, digest: FileDigest | None = None):
     """The cached refiner's ``UnetPatcher``, loaded now if it is not cached.
 
     Through the same cache as the WebUI binding (by file identity), with Forge's builder. Waited
     for here rather than overlapped with the base's steps: Forge's builder swaps its layer classes
     in while it runs, and Forge must know the patcher before sampling starts to place it.
     """
-    pending = resources().cache.start_loading(chosen.path, lambda _path: load_refiner(chosen.info), FORGE_BUILT)
+    pending = resources().cache.start_loading(
+        chosen.path, lambda _path: load_refiner(chosen.info, digest), FORGE_BUILT
+    )
     return patcher_of(pending.result())
 
 

@@ -47,7 +47,7 @@ class WebUIBinding:
     def load_refiner(self, p, run: RefinerRun, chosen: ChosenRefiner) -> None:
         refiner: unet.WebUIRefiner = run.refiner
         refiner.storage = unet.storage_plan(int(chosen.info.path.stat().st_size))
-        refiner.pending = unet.start_loading(chosen, refiner.storage, refiner.host_config)
+        refiner.pending = unet.start_loading(chosen, refiner.storage, refiner.host_config, run.file_hash.digest)
 
     def before_pass(self, p, run: RefinerRun) -> None:
         """Nothing before the sampling call: the slot is swapped inside it."""

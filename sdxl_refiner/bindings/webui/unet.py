@@ -11,6 +11,7 @@ import torch
 from sdxl_refiner.bindings.webui import model_config
 from sdxl_refiner.core.checkpoint import CheckpointInfo, load_unet
 from sdxl_refiner.core.errors import ConditioningError
+from sdxl_refiner.core.file_digest import FileDigest
 from sdxl_refiner.core.residency import PendingRefiner, StoragePlan, choose_residency, storage_plan_for
 from sdxl_refiner.core.unet_config import HostUNetConfig, unet_constructor_params
 from sdxl_refiner.host import options
@@ -82,14 +83,17 @@ def unet_config_for(chosen: ChosenRefiner) -> HostUNetConfig | None:
     return host
 
 
-def start_loading(chosen: ChosenRefiner, where: StoragePlan, host_config: HostUNetConfig | None) -> PendingRefiner:
-    """The classified checkpoint is handed to the load, so its header is not read again."""
+def start_loading(
+    chosen: ChosenRefiner, where: StoragePlan, host_config: HostUNetConfig | None, digest: FileDigest | None = None
+) -> PendingRefiner:
+    """The classified checkpoint is handed to the load, so its header is not read again; the load
+    hashes the file on the way when ``digest`` asks for it (a UNet kept from before is not read)."""
     from modules import devices
 
     dtype = devices.dtype_unet
     load = functools.partial(
         _load, chosen.info, dtype=dtype, device=where.storage_device, pin_memory=where.pin_memory,
-        host_config=host_config,
+        host_config=host_config, digest=digest,
     )
     variant = (dtype, str(torch.device(where.storage_device)), where.pin_memory, host_config)
     return resources().cache.start_loading(chosen.path, load, variant, pinned=where.pin_memory)

@@ -1,7 +1,7 @@
 """Stand-in of ``modules.hashes`` (1.10.1): sha256 of whole files, remembered per title and mtime.
 
-The cache is this module's dict (the WebUI keeps it in cache.json); a fresh stand-in has hashed
-nothing, as a WebUI that has never loaded or hashed a checkpoint.
+The cache is this module's dict (the WebUI keeps it in diskcache, ``cache("hashes")``); a fresh
+stand-in has hashed nothing, as a WebUI that has never loaded or hashed a checkpoint.
 """
 
 from __future__ import annotations
@@ -14,6 +14,13 @@ from modules import shared
 hashes_cache: dict[str, dict] = {}
 calculated: list[str] = []
 """Stand-in only: the files whose sha256 was computed (not read from the cache), in order."""
+
+
+def cache(subsection: str) -> dict:
+    """``modules.cache.cache`` as ``modules.hashes`` re-exports it; only "hashes" is kept here."""
+    if subsection != "hashes":
+        raise KeyError(f"the stand-in keeps no {subsection!r} cache")
+    return hashes_cache
 
 
 def calculate_sha256(filename) -> str:

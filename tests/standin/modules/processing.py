@@ -50,6 +50,8 @@ def create_infotext(p, all_prompts, all_seeds, all_subseeds, comments=None, iter
         "Size": f"{p.width}x{p.height}",
         **p.extra_generation_params,
     }
+    # 1.10.1 calls a callable value with its locals, as late as the infotext is written
+    params = {key: value(p=p, index=index) if callable(value) else value for key, value in params.items()}
     generation_params_text = ", ".join([k if k == v else f'{k}: {infotext_utils.quote(v)}' for k, v in params.items() if v is not None])
     negative = f"\nNegative prompt: {p.all_negative_prompts[index]}" if p.all_negative_prompts and p.all_negative_prompts[index] else ""
     return f"{all_prompts[index]}{negative}\n{generation_params_text}".strip()

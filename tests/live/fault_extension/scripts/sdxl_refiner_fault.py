@@ -15,7 +15,7 @@ from modules import scripts
 # step -> (module, attribute path) of SDXL Refiner's code that the step calls
 STEPS = {
     # Script.process: the refiner's checkpoint is named and hashed while the generation is prepared
-    "process": ("sdxl_refiner.host.checkpoints", "hashed_short_title"),
+    "process": ("sdxl_refiner.host.file_hash", "refiner_hash"),
     # Script.process_before_every_sampling: the binding's work before the pass's sampler is hooked
     "before_pass": (None, "before_pass"),
     # ... and hooking the sampler itself
