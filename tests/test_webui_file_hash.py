@@ -134,3 +134,12 @@ def test_a_unet_kept_from_before_whose_hash_the_host_lost_is_hashed_by_the_host_
     result = refine(webui, webui.txt2img(steps=4), ui_args(checkpoint=info.title))
     assert f"SDXL Refiner: refiner [{sha256_of(path)[:10]}]," in result.infotexts[0]
     assert hashes.calculated.count(str(path)) == 1
+
+
+def test_after_the_generation_the_parameters_hold_the_name_and_hash_as_text(webui):
+    """The API's ``info`` serialises the parameters as JSON, where a callable would be null."""
+    webui.write_pair()
+    path = webui.models_dir / "refiner.safetensors"
+    p = webui.txt2img(steps=4)
+    refine(webui, p)
+    assert p.extra_generation_params["SDXL Refiner"] == f"refiner [{sha256_of(path)[:10]}]"

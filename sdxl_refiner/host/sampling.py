@@ -389,8 +389,14 @@ def report_missed_switch(p, sampler_label: str, plan) -> None:
 
 def finish(p) -> None:
     """From postprocess: no wrapper of ours stays on a sampler whose pass never ran. The refiner
-    itself is already out of the slot: ``sample_with_refiner`` restores it on every exit."""
+    itself is already out of the slot: ``sample_with_refiner`` restores it on every exit.
+
+    The refiner's name and hash, written by the images' infotexts by now, replace the callable
+    that wrote them: the API's ``info`` holds the parameters as JSON, where a callable is null."""
     try:
         unwrap_sampler(p)
+        title = p.extra_generation_params.get(KEY_CHECKPOINT)
+        if callable(title):
+            p.extra_generation_params[KEY_CHECKPOINT] = title()
     except Exception as error:
         failed(error, "cleaning up after the generation")
