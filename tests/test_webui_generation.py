@@ -211,3 +211,11 @@ def test_an_eta_that_makes_each_dpm2_a_step_one_call_moves_the_switch_with_it(we
     trace = traced(webui)
     refine(webui, webui.txt2img(sampler_name="DPM2 a", steps=6, eta=100.0), ui_args(steps_percent=50))
     assert trace.names() == ["base"] * 3 + ["refiner"] * 3
+
+
+def test_a_request_that_meets_the_model_before_the_webui_computed_its_empty_prompt_still_refines(webui):
+    """Right after the start the WebUI serves requests while it finishes loading the model (seen live)."""
+    webui.write_pair()
+    expected = refine(webui, webui.txt2img(steps=4)).samples[0]
+    del webui.shared.sd_model.cond_stage_model_empty_prompt
+    assert (refine(webui, webui.txt2img(steps=4)).samples[0] == expected).all()

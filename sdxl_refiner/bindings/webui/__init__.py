@@ -65,7 +65,7 @@ class WebUIBinding:
             offloaded.start()
             source, storage_device = offloaded.at_switch, refiner.storage.compute_device
         moves = MemoryModeMoves(sd_model, sd_model.model.diffusion_model, storage_device)
-        empty = conds.refiner_empty_prompt(shared.sd_model.cond_stage_model_empty_prompt, run.spec)
+        empty = conds.refiner_empty_prompt(conds.base_empty_prompt(shared.sd_model), run.spec)
         try:
             yield PassRoute(
                 UNetSlot(sd_model.model, "diffusion_model"), source, on_switch=moves.on_switch,

@@ -20,6 +20,19 @@ from sdxl_refiner.core.settings import Settings
 from sdxl_refiner.host.run_state import run_of
 
 
+def base_empty_prompt(sd_model) -> torch.Tensor:
+    """The context of the empty prompt, which the WebUI computes as the last step of loading a
+    model: a request that comes right after the start can meet the model before that step (seen
+    live), so it is computed here as the WebUI computes it."""
+    empty = getattr(sd_model, "cond_stage_model_empty_prompt", None)
+    if empty is not None:
+        return empty
+    from modules import devices, sd_models
+
+    with devices.autocast(), torch.no_grad():
+        return sd_models.get_empty_cond(sd_model)
+
+
 def refiner_empty_prompt(empty: torch.Tensor, spec: RefinerCondSpec) -> torch.Tensor:
     """The base's empty-prompt context as the refiner sees it (its last ``context_dim`` channels)."""
     return empty if spec.kind == "base" else empty[..., -spec.context_dim :]
