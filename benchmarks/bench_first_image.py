@@ -8,7 +8,8 @@ within the run, first / warm, the time before the first step of the first refine
 base-only (from the progress API), and the bytes the host read from storage during the first
 refined image (``/proc/WEBUI_PID/io``) against the file's size. Needs checkpoints of at least 1 GB
 to mean anything (``benchmarks/make_mid_checkpoints.py`` writes a pair for the WebUI; Forge's test
-checkpoints are 2 GB).
+checkpoints are 2 GB). ``--read-mbps`` caps the host's reads from the disk (a cgroup v1 ``blkio``
+throttle; root), to see a slower disk than the machine's own.
 
     python -m tests.live.host run -- python benchmarks/bench_first_image.py \\
         --base mid-sdxl-base.safetensors --refiner mid-sdxl-refiner.safetensors
@@ -57,6 +58,16 @@ def new_refiner(api: WebUIApi, source: Path, round_index: int) -> Iterator[Path]
         link.unlink()
         link.with_suffix(".yaml").unlink(missing_ok=True)
         api.call("/sdapi/v1/refresh-checkpoints", {})
+
+
+def throttle_reads(pid: str, file: Path, megabytes_per_s: float) -> None:
+    """Moves the host's process into a blkio cgroup that caps its reads from the file's disk."""
+    group = Path("/sys/fs/cgroup/blkio") / f"sdxl-refiner-bench-{os.getpid()}"
+    group.mkdir(exist_ok=True)
+    device = os.stat(file).st_dev
+    (group / "blkio.throttle.read_bps_device").write_text(
+        f"{os.major(device)}:{os.minor(device)} {int(megabytes_per_s * 1e6)}")
+    (group / "cgroup.procs").write_text(pid)
 
 
 def storage_bytes_read(pid: str | None) -> int:
@@ -113,6 +124,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--percent", type=float, default=20.0)
+    parser.add_argument("--read-mbps", type=float, default=None, help="cap the host's disk reads (root)")
     args = parser.parse_args()
     api = WebUIApi(os.environ.get("WEBUI_URL", "http://127.0.0.1:7860"))
     pid = os.environ.get("WEBUI_PID")
@@ -120,8 +132,11 @@ def main() -> None:
     size = source.stat().st_size
     common = {"steps": args.steps, "width": args.size, "height": args.size, "seed": 1234,
               "override_settings": {"sd_model_checkpoint": args.base}}
+    if args.read_mbps:
+        throttle_reads(pid, source, args.read_mbps)
     print(f"{args.rounds} rounds; base {args.base}, refiner {args.refiner} ({size / 1e9:.2f} GB); {args.size}², "
-          f"{args.steps} steps, refiner {args.percent:g} %; host pid {pid or 'unknown: no bytes read'}")
+          f"{args.steps} steps, refiner {args.percent:g} %; host pid {pid or 'unknown: no bytes read'}"
+          + (f"; disk reads capped at {args.read_mbps:g} MB/s" if args.read_mbps else ""))
     api.txt2img(**common)  # the base loaded and warm
     rows: dict[str, list] = {"base only": [], "first refined": [], "warm refined": []}
     first_steps: dict[str, list] = {"base only": [], "first refined": []}
