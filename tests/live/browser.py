@@ -95,17 +95,24 @@ class Page:
         self.page.wait_for_function(
             f"() => {expect}gradioApp().querySelector('#{ELEM_PREFIX}_txt2img-checkbox input[type=checkbox]').checked")
 
-    def pick(self, elem: str, value: str) -> None:
-        """A gradio dropdown: type into it, take the matching option once the list shows it, and wait
-        until the dropdown holds it (gradio 4.40, Forge Neo's, filters the list as it is typed into)."""
+    def pick(self, elem: str, value: str, attempts: int = 3) -> None:
+        """A gradio dropdown: type into it, take the matching option once the list shows it, and
+        check that the dropdown still holds it once it lost the focus.
+
+        Gradio 4.40 (Forge Neo's) filters the list as it is typed into; a click that lands while
+        the list is redrawn selects nothing, and the text typed then reverts on blur (seen: the
+        generation got an empty checkpoint). So the choice is checked after the blur, and made again."""
         field = self.page.locator(f"#{elem} input")
-        field.click()
-        field.fill(value)
-        option = self.page.locator(f"#{elem} ul.options li", has_text=value).first
-        option.wait_for(state="visible")
-        option.click()
-        self.page.wait_for_function(
-            "([id, value]) => gradioApp().querySelector('#' + id + ' input').value.includes(value)", arg=[elem, value])
-        field.press("Tab")
+        for _ in range(attempts):
+            field.click()
+            field.fill(value)
+            option = self.page.locator(f"#{elem} ul.options li", has_text=value).first
+            option.wait_for(state="visible")
+            option.click()
+            field.press("Tab")
+            self.page.wait_for_timeout(500)
+            if value in field.input_value():
+                return
+        raise AssertionError(f"the dropdown {elem} did not keep {value!r} after {attempts} attempts")
 
 
