@@ -1,12 +1,13 @@
 """What a host's API answers for an error of ours: a 4xx status for a refusal, a 5xx for a failure.
 
-Every host of the family answers an exception that escapes a request the same way
-(``modules/api/api.py``, ``handle_exception``): the status is the exception's own ``status_code``
-attribute (500 without one), the body's ``detail`` is its ``detail`` attribute and ``errors`` its
-text, and only an instance of FastAPI's ``HTTPException`` is answered without printing a traceback.
-So a refusal is raised as an ``HTTPException`` that still is the core's error: the same class
-name in the body and in the UI's error box, caught by the same ``except`` clauses. A failure keeps
-the host's traceback, and its status says whether memory ran out.
+Every host of the family takes the status of an exception that escapes a request from its own
+``status_code`` attribute (500 without one) and puts its ``detail`` attribute in the body's
+``detail``. WebUI 1.10.1 (``modules/api/api.py``, ``handle_exception``) also writes the class and
+the text, and prints a traceback for anything but FastAPI's ``HTTPException``; Forge 2 and Neo
+leave an ``HTTPException`` to FastAPI, which answers ``{"detail": ...}``. So a refusal is raised
+as an ``HTTPException`` that still is the core's error: the same class name in the body and in the
+UI's error box, caught by the same ``except`` clauses. A failure is the error itself, its status
+saying whether memory ran out; its traceback is in the console (``sampling.failed`` prints it).
 
 The core names the cause (``core.errors.Cause``); the status of each cause is chosen here alone.
 """

@@ -227,11 +227,9 @@ def raise_for_users(error: RefinerError, raised: RefinerError | None = None) -> 
     """Out of the host's sampling call, where the host answers it: a refusal with its 4xx status
     and one line in the console, a failure with its 5xx status and traceback."""
     answer = refusals.answered(error)
-    if raised is not None and answer is not raised:
-        raise answer from raised
-    if answer is not error:
-        raise answer from error.__cause__
-    raise answer
+    if answer is error:
+        raise error
+    raise answer from (raised or error.__cause__)
 
 
 def unwrap_sampler(p) -> None:

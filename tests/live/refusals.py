@@ -13,6 +13,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from http import HTTPStatus
 
 import pytest
 
@@ -100,6 +101,4 @@ def assert_failure_keeps_its_traceback(error: ApiError, console_text: str) -> No
 
 
 def status_phrase(status: int) -> str:
-    from http import HTTPStatus
-
     return HTTPStatus(status).phrase
