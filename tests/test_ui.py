@@ -82,6 +82,26 @@ def test_checkpoint_choices_are_the_webuis_checkpoint_list(checkpoints) -> None:
     assert panel.checkpoint.choices == titles
 
 
+@pytest.mark.parametrize("version", ["4.40.0", "4.0.1", "5.9.1"])
+def test_gradio_4_lists_an_entry_for_no_refiner_first_so_the_field_shows_what_is_sent(
+    checkpoints, monkeypatch: pytest.MonkeyPatch, version: str
+) -> None:
+    from sdxl_refiner.host.ui import checkpoint_choices
+
+    monkeypatch.setattr(gr, "__version__", version)
+    choices = checkpoint_choices()["choices"]
+    assert choices[0] == ("None", "")
+    assert choices[1:] == checkpoints.sd_models.checkpoint_tiles()
+
+
+@pytest.mark.parametrize("version", ["3.41.2", "3.50.2"])
+def test_gradio_3_lists_only_the_titles(checkpoints, monkeypatch: pytest.MonkeyPatch, version: str) -> None:
+    from sdxl_refiner.host.ui import checkpoint_choices
+
+    monkeypatch.setattr(gr, "__version__", version)
+    assert checkpoint_choices()["choices"] == checkpoints.sd_models.checkpoint_tiles()
+
+
 def test_aesthetic_defaults_come_from_the_webuis_options(checkpoints) -> None:
     checkpoints.shared.opts.sdxl_refiner_high_aesthetic_score = 7.5
     checkpoints.shared.opts.sdxl_refiner_low_aesthetic_score = 12.0
@@ -154,6 +174,18 @@ def test_a_pasted_checkpoint_missing_here_empties_the_dropdown(checkpoints) -> N
     panel = build(checkpoints, False)
     values = pasted(checkpoints, panel, {"SDXL Refiner": "elsewhere [0123456789]", "SDXL Refiner steps": "25%"})
     assert values[:3] == [True, "", 25.0]
+
+
+def test_a_pasted_checkpoint_is_the_entry_as_the_dropdown_lists_it(checkpoints, monkeypatch) -> None:
+    """Forge 2 and Neo list checkpoints by file name, not title; a gradio 4 dropdown shows a value
+    it does not list as an empty field."""
+    sd_models = checkpoints.sd_models
+    monkeypatch.setattr(sd_models, "checkpoint_tiles",
+                        lambda: [f"listed {info.name}" for info in sd_models.checkpoints_list.values()])
+    panel = build(checkpoints, False)
+    info = checkpoints.checkpoint(REFINER_FILE)
+    values = pasted(checkpoints, panel, {"SDXL Refiner": info.short_title, "SDXL Refiner steps": "25%"})
+    assert values[:3] == [True, f"listed {info.name}", 25.0]
 
 
 def test_builtin_refiner_infotext_fills_the_panel_only_when_opted_in(checkpoints) -> None:

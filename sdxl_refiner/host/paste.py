@@ -28,13 +28,19 @@ def _number(value: object) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def checkpoint_title(name: object) -> str:
-    """The checkpoint list's title for a pasted name; empty when this WebUI has no such checkpoint,
+def listed_checkpoint(name: object) -> str:
+    """The checkpoint list's entry for a pasted name; empty when this WebUI has no such checkpoint,
     so that generating says which input to fix instead of refining with another model."""
     from modules import sd_models
 
     info = sd_models.get_closet_checkpoint_match(name) if isinstance(name, str) and name else None
-    return "" if info is None else info.title
+    if info is None:
+        return ""
+    # the entry as the dropdown lists it: the title in the WebUI, the file name in Forge 2 and Neo
+    for listed, candidate in zip(sd_models.checkpoint_tiles(), sd_models.checkpoints_list.values(), strict=False):
+        if candidate is info:
+            return listed
+    return info.title
 
 
 def _reader(read: Callable[[dict[str, object]], object]) -> Reader:
@@ -76,7 +82,7 @@ def paste_fields(panel: Panel) -> list[tuple[object, Reader]]:
 
     readers: list[tuple[object, Reader]] = [
         (panel.enabled, lambda params: pasted_values(params) is not None),
-        (panel.checkpoint, _reader(lambda named: checkpoint_title(named.get("checkpoint")))),
+        (panel.checkpoint, _reader(lambda named: listed_checkpoint(named.get("checkpoint")))),
         (panel.steps_percent, _reader(_steps_percent)),
         (panel.aesthetic_score, _reader(lambda named: _number(named.get("aesthetic_score")))),
         (panel.negative_aesthetic_score, _reader(lambda named: _number(named.get("negative_aesthetic_score")))),

@@ -92,10 +92,23 @@ def _score_default(key: str, fallback: float) -> float:
     return min(max(float(value), low), high) if isinstance(value, (int, float)) else fallback
 
 
+NO_CHECKPOINT_CHOICE = ("None", "")
+
+
+def lists_no_checkpoint_choice(gradio_version: str) -> bool:
+    """Gradio 4 (Forge 2, Forge Neo) shows a dropdown whose value is none of its choices as if
+    the first choice were chosen, and a pick of that first choice then sends the old value: the
+    field showed a refiner while the generation got none. An entry for no refiner keeps the field
+    and the request the same there. Gradio 3 (the WebUI) shows such a value as an empty field, and
+    takes no (name, value) choices, so its list is only the titles, as the WebUI's own refiner's."""
+    return int(gradio_version.split(".")[0]) >= 4
+
+
 def checkpoint_choices() -> dict[str, object]:
     from modules import sd_models
 
-    return {"choices": sd_models.checkpoint_tiles()}
+    titles = sd_models.checkpoint_tiles()
+    return {"choices": [NO_CHECKPOINT_CHOICE, *titles] if lists_no_checkpoint_choice(gr.__version__) else titles}
 
 
 def build_panel(is_img2img: bool) -> Panel:

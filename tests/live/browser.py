@@ -97,11 +97,11 @@ class Page:
 
     def pick(self, elem: str, value: str, attempts: int = 3) -> None:
         """A gradio dropdown: type into it, take the matching option once the list shows it, and
-        check that the dropdown still holds it once it lost the focus.
+        check that the field still shows it once it lost the focus.
 
         Gradio 4.40 (Forge Neo's) filters the list as it is typed into; a click that lands while
-        the list is redrawn selects nothing, and the text typed then reverts on blur (seen: the
-        generation got an empty checkpoint). So the choice is checked after the blur, and made again."""
+        the list is redrawn can select nothing, and the text typed then reverts on blur. So the
+        choice is checked after the blur, and made again."""
         field = self.page.locator(f"#{elem} input")
         for _ in range(attempts):
             field.click()

@@ -48,8 +48,6 @@ def test_the_panel_is_in_both_tabs_and_the_split_line_follows_steps_and_denoisin
 
 
 def test_a_generation_from_the_page_runs_the_refiner_and_the_info_says_so(page, forge_api):
-    # The prompt first: in Forge Neo's gradio 4.40 a click on Generate right after typing into the
-    # prompt sends the panel's dropdown as it was when the page loaded (seen: an empty checkpoint).
     page.page.locator("#txt2img_prompt textarea").fill("a red fox in the snow")
     page.turn_on("txt2img")
     page.pick(elem_id("txt2img", "checkpoint"), FORGE_REFINER)
@@ -64,6 +62,29 @@ def test_a_generation_from_the_page_runs_the_refiner_and_the_info_says_so(page, 
     assert "SDXL Refiner steps: 25%" in info
     assert FORGE_REFINER.removesuffix(".safetensors") in info
     assert FORGE_BASE in forge_api.call("/sdapi/v1/options")["sd_model_checkpoint"]
+
+
+def test_the_checkpoint_field_shows_none_until_a_pick_and_the_first_listed_checkpoint_is_the_one_sent(page):
+    """Gradio 4 shows a dropdown whose value it does not list as if its first entry were chosen,
+    and a pick of that entry sends nothing: the field showed a checkpoint, the generation got an
+    empty one. The entry for no refiner comes first, so what the field shows is what is sent."""
+    field = page.page.locator(f"#{elem_id('txt2img', 'checkpoint')} input")
+    page.turn_on("txt2img")
+    assert field.input_value() == "None"
+    field.click()
+    listed = page.page.locator(f"#{elem_id('txt2img', 'checkpoint')} ul.options li").all_inner_texts()
+    entries = [entry.replace("✓", "").strip() for entry in listed]  # the chosen entry is ticked
+    assert entries[0] == "None" and "✓" in listed[0]
+    first = entries[1]
+    field.blur()
+    page.pick(elem_id("txt2img", "checkpoint"), first)
+    for elem, value in (("txt2img_steps", 4), ("txt2img_width", 64), ("txt2img_height", 64)):
+        page.number(elem, value)
+    page.page.locator("#txt2img_generate").click()
+    page.page.wait_for_function(
+        "() => (gradioApp().querySelector('#html_info_txt2img') || {}).textContent.includes('SDXL Refiner split')")
+    info = page.page.locator("#html_info_txt2img").first.inner_text()
+    assert f"SDXL Refiner: {first.removesuffix('.safetensors')}" in info
 
 
 def test_a_refusal_from_the_page_shows_in_the_error_box_as_the_hosts_own_errors(page):
