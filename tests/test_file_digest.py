@@ -11,35 +11,10 @@ from safetensors.torch import load_file, save_file
 
 from sdxl_refiner.core import checkpoint
 from sdxl_refiner.core.checkpoint import read_unet_state_dict
+from sdxl_refiner.core.errors import CheckpointError
 from sdxl_refiner.core.file_digest import FileDigest
 from tests.support.checkpoints import write_checkpoint, write_pickle_checkpoint
-
-
-class CountingFile:
-    """The reader's file, counting the bytes and calls of each read; ``fail_after`` bytes raise."""
-
-    def __init__(self, file, fail_after: int | None = None):
-        self.file = file
-        self.bytes_read = 0
-        self.reads = 0
-        self.fail_after = fail_after
-
-    def readinto(self, target) -> int:
-        if self.fail_after is not None and self.bytes_read >= self.fail_after:
-            raise RuntimeError("interrupted")
-        got = self.file.readinto(target)
-        self.bytes_read += got
-        self.reads += 1
-        return got
-
-    def __getattr__(self, name):
-        return getattr(self.file, name)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.file.close()
+from tests.support.counted_reads import CountingFile
 
 
 @pytest.fixture
@@ -102,7 +77,7 @@ def test_a_read_that_stops_midway_completes_no_digest(tmp_path, opened, monkeypa
     original = checkpoint._open_for_reading
     monkeypatch.setattr(checkpoint, "_open_for_reading",
                         lambda p: CountingFile(original(p), fail_after=path.stat().st_size // 2))
-    with pytest.raises(RuntimeError, match="interrupted"):
+    with pytest.raises(CheckpointError, match=r"could not be read \(interrupted\)"):
         read_unet_state_dict(path, digest=digest)
     assert digest.hexdigest is None and completed == []
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.standin.refiner_runs import refine, ui_args
+from tests.support.counted_reads import CountingFile
 
 KEY = "checkpoint/refiner.safetensors"
 
@@ -19,37 +20,26 @@ def sha256_of(path: Path) -> str:
 
 
 class ReadCounter:
-    """Counts the bytes the UNet's reader takes from each file; ``fail_after`` bytes raise."""
+    """Counts the bytes the UNet's reader takes from each file; ``fail_after`` bytes of a file raise."""
 
     def __init__(self, monkeypatch, fail_after: int | None = None):
         from sdxl_refiner.core import checkpoint
 
-        self.bytes_read: dict[str, int] = {}
+        self.files: list[tuple[str, CountingFile]] = []
         original = checkpoint._open_for_reading
-        counter = self
 
-        class Counted:
-            def __init__(self, path: Path):
-                self.path, self.file = str(path), original(path)
-                counter.bytes_read.setdefault(self.path, 0)
+        def counted(path: Path) -> CountingFile:
+            self.files.append((str(path), CountingFile(original(path), fail_after)))
+            return self.files[-1][1]
 
-            def readinto(self, target) -> int:
-                if fail_after is not None and counter.bytes_read[self.path] >= fail_after:
-                    raise OSError("interrupted")
-                got = self.file.readinto(target)
-                counter.bytes_read[self.path] += got
-                return got
+        monkeypatch.setattr(checkpoint, "_open_for_reading", counted)
 
-            def __getattr__(self, name):
-                return getattr(self.file, name)
-
-            def __enter__(self):
-                return self
-
-            def __exit__(self, *exc):
-                self.file.close()
-
-        monkeypatch.setattr(checkpoint, "_open_for_reading", Counted)
+    @property
+    def bytes_read(self) -> dict[str, int]:
+        totals: dict[str, int] = {}
+        for path, file in self.files:
+            totals[path] = totals.get(path, 0) + file.bytes_read
+        return totals
 
 
 def test_the_first_refined_image_takes_its_hash_from_the_unets_read_and_the_host_hashes_nothing(webui, monkeypatch):
