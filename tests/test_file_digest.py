@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
 
 from sdxl_refiner.core import checkpoint
@@ -99,3 +101,31 @@ def test_a_pickled_checkpoint_is_loaded_and_its_digest_left_to_the_host(tmp_path
     digest = FileDigest(path.stat().st_size)
     assert read_unet_state_dict(path, digest=digest)
     assert digest.hexdigest is None
+
+
+class Collected:
+    """A digest that keeps the bytes it is given, to compare them with the file's."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def update(self, data) -> None:
+        self.data += data
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(start=st.integers(0, 300), length=st.one_of(st.none(), st.integers(0, 300)), chunk=st.integers(1, 64))
+def test_the_bytes_between_the_unets_runs_are_hashed_exactly_up_to_the_end_asked(
+    tmp_path, monkeypatch, start: int, length: int | None, chunk: int
+):
+    data = bytes(range(256)) + bytes(range(100))
+    path = tmp_path / "gaps.bin"
+    path.write_bytes(data)
+    monkeypatch.setattr(checkpoint, "READ_CHUNK_BYTES", chunk)
+    end = None if length is None else min(start + length, len(data))
+    collected = Collected()
+    with path.open("rb") as file:
+        file.seek(min(start, len(data)))
+        checkpoint._hash_through(file, end, collected)
+        assert file.tell() == (len(data) if end is None else max(end, min(start, len(data))))
+    assert bytes(collected.data) == data[min(start, len(data)):end]
