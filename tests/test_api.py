@@ -49,7 +49,7 @@ ACCEPTED = [
      Settings(enabled=True, checkpoint=REFINER_FILE, steps_percent=30.0, aesthetic_score=7.0,
               negative_aesthetic_score=3.0, hires_pass="both")),
     ("positional, extra args cut by the WebUI",
-     [True, REFINER_FILE, 25, 6.0, 2.5, 0, "first", "grain", "", 0, 1, "x", 1],
+     [True, REFINER_FILE, 25, 6.0, 2.5, 0, "first", "grain", "", 0, 1, "none", "x", 1],
      Settings(enabled=True, checkpoint=REFINER_FILE, steps_percent=25.0, hires_pass="first", prompt="grain")),
     ("positional, the refiner's prompts, CFG and noise",
      [True, REFINER_FILE, 25, 6.0, 2.5, 0, "Default (from settings)", "film grain", "blur", 4.5, 0.8],
@@ -94,8 +94,12 @@ REFUSED = [
      "'cfg_scale' must be a number from 0 to 30; got 31"),
     ("dict, noise out of range", [{"checkpoint": REFINER_FILE, "noise_multiplier": -0.1}],
      "'noise_multiplier' must be a number from 0 to 1.5; got -0.1"),
-    ("dict, LoRA in the refiner prompt", [{"checkpoint": REFINER_FILE, "prompt": "grain <lora:detail:0.8>"}],
-     "'prompt' holds the extra network tag '<lora:detail:0.8>'"),
+    ("dict, hypernetwork in the refiner prompt", [{"checkpoint": REFINER_FILE, "prompt": "grain <hypernet:d:0.8>"}],
+     "'prompt' holds '<hypernet:d:0.8>': the refiner takes LoRAs (<lora:...>), not the extra network type"),
+    ("dict, LoRA weight as a word", [{"checkpoint": REFINER_FILE, "prompt": "<lora:detail:high>"}],
+     "'prompt' holds '<lora:detail:high>': its text-encoder weight 'high' is not a number"),
+    ("positional, base LoRAs as a number", [True, REFINER_FILE, 25, 6.0, 2.5, 0, "first", "", "", 0, 1, 1],
+     "'base_loras' must be 'none' or 'same'; got 1 (int)"),
 ]
 
 

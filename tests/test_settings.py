@@ -48,6 +48,12 @@ ACCEPTED = [
      dataclasses.replace(ON, noise_multiplier=1.5)),
     ("api dict: angle brackets that are no tag", [{"checkpoint": CKPT, "prompt": "a <b> c :1.1 <x y:z>"}],
      dataclasses.replace(ON, prompt="a <b> c :1.1 <x y:z>")),
+    ("ui: all twelve, the main prompt's LoRAs on the refiner",
+     [True, CKPT, 20, 6, 2.5, 0, "default", "grain <lora:detail:0.6>", "", 0, 1, "Also on the refiner"],
+     dataclasses.replace(ON, prompt="grain <lora:detail:0.6>", base_loras="same")),
+    ("api dict: LoRA tags with named weights and the lyco name",
+     [{"checkpoint": CKPT, "prompt": "<lora:a:unet=0.5:te=0> <lyco:b:1:0.2:8>", "base_loras": "none"}],
+     dataclasses.replace(ON, prompt="<lora:a:unet=0.5:te=0> <lyco:b:1:0.2:8>")),
     ("ui: no args at all is off", [], Settings()),
     ("ui: off with no checkpoint is fine", [False, None, 20], Settings()),
     ("ui: on with 0 % needs no checkpoint", [True, "", 0], Settings(enabled=True, steps_percent=0.0)),
@@ -108,7 +114,7 @@ REFUSED = [
     ("unknown key", [{"checkpoint": CKPT, "steps_percentage": 25}],
      "SDXL Refiner: unknown argument 'steps_percentage'; the allowed names are enabled, checkpoint, "
      "steps_percent, start_step, start_step_percentage, aesthetic_score, negative_aesthetic_score, "
-     "hires_pass, prompt, negative_prompt, cfg_scale, noise_multiplier. Check the spelling."),
+     "hires_pass, prompt, negative_prompt, cfg_scale, noise_multiplier, base_loras. Check the spelling."),
     ("bad hires pass", [{"checkpoint": CKPT, "hires_pass": "third"}],
      "SDXL Refiner: 'hires_pass' must be one of 'default', 'first', 'second', 'both'; got 'third' (str). "
      "'default' follows Settings → SDXL Refiner."),
@@ -123,20 +129,33 @@ REFUSED = [
     ("on without checkpoint", [True, "", 20],
      "SDXL Refiner: 'checkpoint' is empty while the refiner is enabled. Choose a refiner checkpoint "
      "(a title from /sdapi/v1/sd-models), or turn the refiner off."),
-    ("too many positional args", [True, CKPT, 20, 6, 2.5, 0, "default", "", "", 0, 1, "extra"],
-     "SDXL Refiner: got 12 positional arguments; at most 11 are allowed, in this order: enabled, checkpoint, "
+    ("too many positional args", [True, CKPT, 20, 6, 2.5, 0, "default", "", "", 0, 1, "none", "extra"],
+     "SDXL Refiner: got 13 positional arguments; at most 12 are allowed, in this order: enabled, checkpoint, "
      "steps_percent, aesthetic_score, negative_aesthetic_score, start_step, hires_pass, prompt, negative_prompt, "
-     "cfg_scale, noise_multiplier. Remove the extra ones, or send one dict of named arguments."),
+     "cfg_scale, noise_multiplier, base_loras. Remove the extra ones, or send one dict of named arguments."),
     ("prompt as a number", [{"checkpoint": CKPT, "prompt": 5}],
      "SDXL Refiner: 'prompt' must be text; got 5 (int). Send a string; an empty one uses the generation's own."),
-    ("LoRA tag in the refiner prompt", [{"checkpoint": CKPT, "prompt": "film grain <lora:grain:0.7>"}],
-     "SDXL Refiner: 'prompt' holds the extra network tag '<lora:grain:0.7>'; the refiner takes no LoRA or "
-     "other extra network yet. Remove the tag from the refiner's prompt; in the main prompt it still "
-     "applies to the base."),
-    ("hypernetwork tag in the refiner negative prompt", [True, CKPT, 20, 6, 2.5, 0, "default", "", "<hypernet:x:1>"],
-     "SDXL Refiner: 'negative_prompt' holds the extra network tag '<hypernet:x:1>'; the refiner takes no LoRA "
-     "or other extra network yet. Remove the tag from the refiner's prompt; in the main prompt it still "
-     "applies to the base."),
+    ("hypernetwork tag in the refiner prompt", [{"checkpoint": CKPT, "prompt": "film grain <hypernet:grain:0.7>"}],
+     "SDXL Refiner: 'prompt' holds '<hypernet:grain:0.7>': the refiner takes LoRAs (<lora:...>), not the extra "
+     "network type 'hypernet'. Remove the tag; in the main prompt it still applies to the base."),
+    ("LoRA weight that is not a number", [{"checkpoint": CKPT, "prompt": "grain <lora:grain:strong>"}],
+     "SDXL Refiner: 'prompt' holds '<lora:grain:strong>': its text-encoder weight 'strong' is not a number. "
+     "Write a number, such as <lora:name:0.8>."),
+    ("LoRA UNet weight that is not a number", [{"checkpoint": CKPT, "prompt": "<lyco:grain:unet=nan>"}],
+     "SDXL Refiner: 'prompt' holds '<lyco:grain:unet=nan>': its UNet weight 'nan' is not a number. "
+     "Write a number, such as <lora:name:0.8>."),
+    ("LoRA dynamic dimension that is not whole", [{"checkpoint": CKPT, "prompt": "<lora:grain:1:1:dyn=1.5>"}],
+     "SDXL Refiner: 'prompt' holds '<lora:grain:1:1:dyn=1.5>': its dynamic dimension '1.5' is not a whole "
+     "number. Write a whole number, such as dyn=16, or leave it out."),
+    ("LoRA tag without a name", [{"checkpoint": CKPT, "prompt": "<lora: :1>"}],
+     "SDXL Refiner: 'prompt' holds '<lora: :1>': it names no LoRA. Write the LoRA's name, such as "
+     "<lora:name:0.8>."),
+    ("LoRA tag in the refiner negative prompt", [True, CKPT, 20, 6, 2.5, 0, "default", "", "<lora:x:1>"],
+     "SDXL Refiner: 'negative_prompt' holds '<lora:x:1>': a negative prompt takes no extra network. "
+     "Write LoRA tags in the refiner prompt; any other tag in the main prompt."),
+    ("base LoRAs neither none nor same", [{"checkpoint": CKPT, "base_loras": "all"}],
+     "SDXL Refiner: 'base_loras' must be 'none' or 'same'; got 'all' (str). 'same' also applies the main "
+     "prompt's LoRAs to the refiner; 'none' keeps them off it."),
     ("CFG above the slider", [{"checkpoint": CKPT, "cfg_scale": 30.5}],
      "SDXL Refiner: 'cfg_scale' must be a number from 0 to 30; got 30.5 (float). "
      "Use a value from 0 to 30, such as 5."),

@@ -56,9 +56,14 @@ def test_panel_inputs_follow_the_ui_arg_order_with_their_defaults(checkpoints, i
     assert panel.enabled.label == "SDXL Refiner"
     assert panel.enabled.accordion_id == f"sdxl_refiner_{tab}"
     assert [type(c).__name__ for c in panel.inputs[1:]] == [
-        "Dropdown", "Slider", "Slider", "Slider", "Slider", "Dropdown", "Textbox", "Textbox", "Slider", "Slider"
+        "Dropdown", "Slider", "Slider", "Slider", "Slider", "Dropdown", "Textbox", "Textbox", "Slider", "Slider",
+        "Radio",
     ]
-    assert [c.value for c in panel.inputs] == [False, "", 20, 6.0, 2.5, 0, "Default (from settings)", "", "", 0, 1]
+    assert [c.value for c in panel.inputs] == [
+        False, "", 20, 6.0, 2.5, 0, "Default (from settings)", "", "", 0, 1, "Not on the refiner",
+    ]
+    # gradio keeps a radio's choices as (label, value) pairs
+    assert [choice[-1] for choice in panel.base_loras.choices] == ["Not on the refiner", "Also on the refiner"]
     assert (panel.cfg_scale.minimum, panel.cfg_scale.maximum) == (0, 30)
     assert (panel.noise_multiplier.minimum, panel.noise_multiplier.maximum) == (0, 1.5)
     assert (panel.steps_percent.minimum, panel.steps_percent.maximum) == (0, 100)

@@ -32,6 +32,7 @@ KEY_PROMPT = "SDXL Refiner prompt"
 KEY_NEGATIVE_PROMPT = "SDXL Refiner negative prompt"
 KEY_CFG_SCALE = "SDXL Refiner CFG scale"
 KEY_NOISE_MULTIPLIER = "SDXL Refiner noise"
+KEY_BASE_LORAS = "SDXL Refiner base LoRAs"
 KEY_NOTES = "SDXL Refiner notes"
 
 BUILTIN_KEY_CHECKPOINT = "Refiner"
@@ -85,6 +86,8 @@ def infotext_params(
         params[KEY_CFG_SCALE] = format_number(settings.cfg_scale)
     if settings.noise_multiplier != DEFAULT_NOISE_MULTIPLIER:
         params[KEY_NOISE_MULTIPLIER] = format_number(settings.noise_multiplier)
+    if settings.base_loras != "none":
+        params[KEY_BASE_LORAS] = settings.base_loras
     if plan is not None and plan.notes:
         params[KEY_NOTES] = "; ".join(plan.notes)
     return params
@@ -137,6 +140,7 @@ def settings_from_infotext(params: Mapping[str, object]) -> dict[str, object] | 
         "negative_prompt": ours.get(KEY_NEGATIVE_PROMPT, ""),
         "cfg_scale": 0.0,
         "noise_multiplier": DEFAULT_NOISE_MULTIPLIER,
+        "base_loras": ours.get(KEY_BASE_LORAS, "none"),
     }
     for key, name in _PERCENT_KEYS.items():
         if key in ours:

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from sdxl_refiner.core.errors import SettingsError
+from sdxl_refiner.core.loras import refuse_any_tag, split_loras
 
 HiresPass = Literal["default", "first", "second", "both"]
+BaseLoras = Literal["none", "same"]
 
 DEFAULT_STEPS_PERCENT = 20.0
 DEFAULT_AESTHETIC_SCORE = 6.0
@@ -25,8 +26,6 @@ AESTHETIC_SCORE_RANGE = (0.0, 10.0)
 CFG_SCALE_RANGE = (0.0, 30.0)
 DEFAULT_NOISE_MULTIPLIER = 1.0
 NOISE_MULTIPLIER_RANGE = (0.0, 1.5)
-# the WebUI's extra-network syntax (modules/extra_networks.py): <lora:name:1>, <hypernet:name:1>, ...
-EXTRA_NETWORK_TAG = re.compile(r"<(\w+):([^>]+)>")
 
 UI_ARG_ORDER = (
     "enabled",
@@ -40,6 +39,7 @@ UI_ARG_ORDER = (
     "negative_prompt",
     "cfg_scale",
     "noise_multiplier",
+    "base_loras",
 )
 STEP_FIELDS = ("steps_percent", "start_step", "start_step_percentage")
 HIRES_PASS_LABELS: dict[str, str] = {
@@ -47,6 +47,10 @@ HIRES_PASS_LABELS: dict[str, str] = {
     "first": "First pass",
     "second": "Second pass",
     "both": "Both passes",
+}
+BASE_LORAS_LABELS: dict[str, str] = {
+    "none": "Not on the refiner",
+    "same": "Also on the refiner",
 }
 
 
@@ -62,6 +66,8 @@ class Settings:
     ``cfg_scale``: CFG scale of every model call from the switch on; 0 means the generation's.
     ``noise_multiplier``: scales the fresh noise ancestral and SDE samplers add on the refiner's
     steps (k-diffusion's ``s_noise`` for those steps alone); 1 leaves it unchanged.
+    ``base_loras``: whether the main prompt's LoRAs also apply to the refiner ("same") or not
+    ("none"); the refiner prompt's own LoRA tags apply to the refiner either way.
     """
 
     enabled: bool = False
@@ -76,6 +82,7 @@ class Settings:
     negative_prompt: str = ""
     cfg_scale: float = 0.0
     noise_multiplier: float = DEFAULT_NOISE_MULTIPLIER
+    base_loras: BaseLoras = "none"
 
     @property
     def refiner_off(self) -> bool:
@@ -130,24 +137,31 @@ def _checkpoint(value: object) -> str:
 
 
 def _prompt(field: str, value: object) -> str:
-    """Text as the user wrote it; only blank means "the generation's own"."""
+    """Text as the user wrote it, LoRA tags included; only blank means "the generation's own"."""
     if value is None:
         return ""
     if not isinstance(value, str):
         raise _fail(field, value, "text", "Send a string; an empty one uses the generation's own.")
-    refuse_extra_networks(field, value)
+    check_prompt_tags(field, value)
     return value if value.strip() else ""
 
 
-def refuse_extra_networks(field: str, text: str) -> None:
-    """The refiner UNet takes no LoRA or other extra network yet: a tag for it would be dropped silently."""
-    tag = EXTRA_NETWORK_TAG.search(text)
-    if tag is not None:
-        raise SettingsError(
-            f"SDXL Refiner: '{field}' holds the extra network tag {tag.group(0)!r}; the refiner takes no "
-            "LoRA or other extra network yet. Remove the tag from the refiner's prompt; in the main prompt "
-            "it still applies to the base."
-        )
+def check_prompt_tags(field: str, text: str) -> None:
+    """The refiner prompt's LoRA tags must read; its negative prompt takes none."""
+    if field == "negative_prompt":
+        refuse_any_tag(field, text)
+    else:
+        split_loras(field, text)
+
+
+def _base_loras(value: object) -> BaseLoras:
+    if isinstance(value, str):
+        wanted = value.strip().lower()
+        for name, label in BASE_LORAS_LABELS.items():
+            if wanted in (name, label.lower()):
+                return name  # type: ignore[return-value]
+    raise _fail("base_loras", value, "'none' or 'same'",
+                "'same' also applies the main prompt's LoRAs to the refiner; 'none' keeps them off it.")
 
 
 def _hires_pass(value: object) -> HiresPass:
@@ -215,6 +229,7 @@ def from_named(values: Mapping[str, object]) -> Settings:
         negative_prompt=_prompt("negative_prompt", values.get("negative_prompt")),
         cfg_scale=_number("cfg_scale", given("cfg_scale"), *CFG_SCALE_RANGE, "5"),
         noise_multiplier=_number("noise_multiplier", given("noise_multiplier"), *NOISE_MULTIPLIER_RANGE, "0.9"),
+        base_loras=_base_loras(given("base_loras")),
         **_step_fields(values),  # type: ignore[arg-type]
     )
     if not settings.refiner_off and not settings.checkpoint:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from sdxl_refiner.core.infotext import settings_from_builtin_infotext, settings_from_infotext
-from sdxl_refiner.core.settings import HIRES_PASS_LABELS
+from sdxl_refiner.core.settings import BASE_LORAS_LABELS, HIRES_PASS_LABELS
 from sdxl_refiner.host import options
 from sdxl_refiner.host.ui import Panel
 
@@ -72,6 +72,10 @@ def _hires_pass(named: dict[str, object]) -> str | None:
     return HIRES_PASS_LABELS.get(str(named.get("hires_pass", "default")))
 
 
+def _base_loras(named: dict[str, object]) -> str | None:
+    return BASE_LORAS_LABELS.get(str(named.get("base_loras", "none")))
+
+
 def paste_fields(panel: Panel) -> list[tuple[object, Reader]]:
     """Script.infotext_fields for one tab's panel."""
     try:
@@ -92,5 +96,6 @@ def paste_fields(panel: Panel) -> list[tuple[object, Reader]]:
         (panel.negative_prompt, _reader(lambda named: _text(named.get("negative_prompt")))),
         (panel.cfg_scale, _reader(lambda named: _number(named.get("cfg_scale")))),
         (panel.noise_multiplier, _reader(lambda named: _number(named.get("noise_multiplier")))),
+        (panel.base_loras, _reader(_base_loras)),
     ]
     return [PasteField(component, reader) for component, reader in readers]

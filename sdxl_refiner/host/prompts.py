@@ -17,7 +17,8 @@ from typing import Any
 
 import torch
 
-from sdxl_refiner.core.settings import Settings, refuse_extra_networks
+from sdxl_refiner.core.loras import LoraTag, split_loras
+from sdxl_refiner.core.settings import Settings, check_prompt_tags
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,8 @@ class PromptJob:
     height: int
     steps: int
     hires_steps: int | None
+    # the LoRAs whose text-encoder weights the encoder runs with; None: the pass's own
+    loras: tuple[LoraTag, ...] | None = None
 
 
 def pass_job(p) -> PromptJob:
@@ -71,16 +74,25 @@ def _as_the_webui_prepares(p, field: str, text: str) -> str:
         else:
             text = strip_comments(text)
     # a style may bring an extra network tag the text itself did not have
-    refuse_extra_networks(field, text)
+    check_prompt_tags(field, text)
     return text
 
 
-def refiner_job(p, settings: Settings) -> PromptJob:
-    """This pass's job with the refiner's own texts, one copy per image, where the user gave them."""
+def styled_prompt(p, settings: Settings) -> str:
+    """The refiner prompt as styled, its LoRA tags still in it."""
+    return _as_the_webui_prepares(p, "prompt", settings.prompt) if settings.prompt else ""
+
+
+def refiner_job(p, settings: Settings, loras: tuple[LoraTag, ...] | None = None) -> PromptJob:
+    """This pass's job with the refiner's own texts, one copy per image, where the user gave them.
+
+    The refiner prompt's LoRA tags are taken out as the host takes them out of the main prompt; a
+    refiner prompt of tags alone keeps the generation's prompt. ``loras``: see ``PromptJob``."""
     job = pass_job(p)
-    changes: dict[str, tuple[str, ...]] = {}
-    if settings.prompt:
-        changes["prompts"] = (_as_the_webui_prepares(p, "prompt", settings.prompt),) * len(job.prompts)
+    changes: dict[str, object] = {"loras": loras}
+    text = split_loras("prompt", styled_prompt(p, settings))[0]
+    if text.strip():
+        changes["prompts"] = (text,) * len(job.prompts)
     if settings.negative_prompt:
         changes["negatives"] = (_as_the_webui_prepares(p, "negative_prompt", settings.negative_prompt),) * len(job.negatives)
     return dataclasses.replace(job, **changes)
@@ -119,9 +131,10 @@ def refiner_conds(p, run, encode: Encode) -> tuple | None:
     from modules import shared
 
     settings: Settings = run.settings
-    if run.own_text is None and not settings.prompt and not settings.negative_prompt:
+    lora_text = run.loras is not None and run.loras.text_encoder_differs() and run.own_text is None
+    if run.own_text is None and not settings.prompt and not settings.negative_prompt and not lora_text:
         return None
-    job = refiner_job(p, settings)
+    job = refiner_job(p, settings, run.loras.chosen if lora_text else None)
     if run.own_text is not None:
         return run.own_text.encode(job, encode)
     if job not in run.encoded:

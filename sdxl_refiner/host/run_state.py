@@ -41,6 +41,8 @@ class RefinerRun:
     spec: RefinerCondSpec | None = None
     refiner: Any = None
     own_text: Any = None
+    own_loras: tuple = ()  # core.loras.LoraTag of the refiner prompt, read once per generation
+    loras: Any = None  # host.loras.RefinerLoras of the pass that runs
     encoded: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     active: ActivePass | None = None

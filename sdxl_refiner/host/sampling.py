@@ -23,7 +23,7 @@ from sdxl_refiner.core.infotext import KEY_CHECKPOINT, KEY_NOTES, format_number,
 from sdxl_refiner.core.refiner_noise import adds_noise, takes_noise_sampler, with_refiner_noise
 from sdxl_refiner.core.schedule import plan_switch
 from sdxl_refiner.core.settings import Settings
-from sdxl_refiner.host import checkpoints, file_hash, options, prompts, refusals, text_encoder
+from sdxl_refiner.host import checkpoints, file_hash, loras, options, prompts, refusals, text_encoder
 from sdxl_refiner.host.binding import HostBinding
 from sdxl_refiner.host.resources import resources
 from sdxl_refiner.host.run_state import ActivePass, RefinerRun, attach_run, run_of
@@ -106,6 +106,8 @@ def for_users(p, run: RefinerRun, error: RefinerError) -> RefinerError:
 
 def _prepare(binding: HostBinding, p, run: RefinerRun) -> None:
     binding.check_base(p.sd_model)
+    run.own_loras = loras.own_loras(prompts.styled_prompt(p, run.settings))
+    loras.find_files(run.own_loras)
     chosen = _chosen_refiner(run)
     binding.check_refiner(p, run, chosen)
     run.file_hash = file_hash.refiner_hash(chosen.host_info)
@@ -166,6 +168,7 @@ def before_sampling(binding: HostBinding, p, *, c, uc) -> None:
             return
         if run.error is None:
             try:
+                run.loras = loras.for_pass(p, run.settings, run.own_loras)
                 binding.before_pass(p, run)
             except RefinerError as error:
                 run.error = for_users(p, run, error)
@@ -273,6 +276,7 @@ def sample_with_refiner(binding: HostBinding, p, run: RefinerRun, func, model, x
             run.active = None
             if route.ended is not None:
                 route.ended()
+            _add_notes(p, _lora_notes(run))
         # An interrupt or skip raises out of ``func``; a pass that returns ran to its end, so
         # "stop after this image" (state.stopping_generation) still gets its note.
         if handoff.switch_missed:
@@ -337,9 +341,21 @@ def _write_infotext(p, run: RefinerRun, plan) -> None:
         return
     if not known:
         params[KEY_CHECKPOINT] = _short_title_when_written(run.file_hash)
-    notes = [*filter(None, [params.pop(KEY_NOTES, None)]), *run.notes]
+    notes = [*filter(None, [params.pop(KEY_NOTES, None)]), *run.notes, *_lora_notes(run)]
+    if run.loras is not None and (hashes := loras.hashes_text(run.loras)):
+        params[loras.KEY_LORA_HASHES] = hashes
     p.extra_generation_params.update(params)
     _add_notes(p, notes)
+
+
+def _lora_notes(run: RefinerRun) -> list[str]:
+    if run.loras is None:
+        return []
+    notes = list(run.loras.notes)
+    if run.own_text is not None and any(tag.te for tag in run.loras.chosen):
+        notes.append("the LoRAs' text-encoder weights do not act on the refiner's own text encoder; its prompts "
+                     "are encoded without them")
+    return notes
 
 
 def _short_title_when_written(refiner_hash: file_hash.RefinerHash):

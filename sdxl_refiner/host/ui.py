@@ -12,6 +12,7 @@ import gradio as gr
 
 from sdxl_refiner.core.settings import (
     AESTHETIC_SCORE_RANGE,
+    BASE_LORAS_LABELS,
     CFG_SCALE_RANGE,
     DEFAULT_AESTHETIC_SCORE,
     DEFAULT_NEGATIVE_AESTHETIC_SCORE,
@@ -35,13 +36,16 @@ TOOLTIPS = {
     "start_step": "Run this many steps on the base, then the refiner; overrides the %. 0: use the %",
     "hires_pass": "With hires fix: which pass gets the refiner. Default: Settings → SDXL Refiner",
     "prompt": "The refiner's own prompt, e.g. textures and detail (skin pores, film grain). Empty: the "
-    "generation's prompt. Styles apply as to the main prompt; LoRA tags are refused",
+    "generation's prompt. Styles apply as to the main prompt. LoRA tags (<lora:name:0.8>) apply to the refiner "
+    "alone; tags alone keep the generation's prompt",
     "negative_prompt": "The refiner's own negative prompt. Empty: the generation's negative prompt",
     "cfg_scale": "CFG scale of the refiner's steps; refiners often do best a little below the base's. "
     "0: the generation's CFG scale",
     "noise_multiplier": "Scales the fresh noise that ancestral and SDE samplers (Euler a, DPM++ 2M SDE, ...) "
     "add on the refiner's steps: below 1 keeps more of the base's image, above 1 adds more new detail. "
     "No effect with samplers that add no noise (Euler, DPM++ 2M, ...)",
+    "base_loras": "Whether the main prompt's LoRAs also apply to the refiner. A LoRA in the refiner prompt "
+    "applies to the refiner either way, at the refiner prompt's weight",
 }
 
 
@@ -77,6 +81,7 @@ class Panel:
     negative_prompt: gr.components.Component
     cfg_scale: gr.components.Component
     noise_multiplier: gr.components.Component
+    base_loras: gr.components.Component
     split_line: gr.components.Component
 
     @property
@@ -178,6 +183,10 @@ def build_panel(is_img2img: bool) -> Panel:
                     value=DEFAULT_NOISE_MULTIPLIER, label="Refiner noise",
                     elem_id=elem_id(tab, "noise_multiplier"), tooltip=TOOLTIPS["noise_multiplier"],
                 )
+            base_loras = gr.Radio(
+                label="Main prompt's LoRAs", choices=list(BASE_LORAS_LABELS.values()),
+                value=BASE_LORAS_LABELS["none"], elem_id=elem_id(tab, "base_loras"), tooltip=TOOLTIPS["base_loras"],
+            )
     return Panel(
         enabled=enabled,
         checkpoint=checkpoint,
@@ -190,5 +199,6 @@ def build_panel(is_img2img: bool) -> Panel:
         negative_prompt=negative_prompt,
         cfg_scale=cfg_scale,
         noise_multiplier=noise_multiplier,
+        base_loras=base_loras,
         split_line=split_line,
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
-from sdxl_refiner.bindings.webui import conds, unet
+from sdxl_refiner.bindings.webui import conds, loras, unet
 from sdxl_refiner.bindings.webui.memory import MemoryModeMoves
 from sdxl_refiner.bindings.webui.own_text import WEBUI_SLOT
 from sdxl_refiner.core.checkpoint import CheckpointInfo
@@ -28,7 +28,13 @@ from sdxl_refiner.host.run_state import RefinerRun
 class WebUIBinding:
     host_name = "the WebUI"
     encoder_slot = WEBUI_SLOT
-    encode_prompts = staticmethod(prompts.encode)
+
+    @staticmethod
+    def encode_prompts(sd_model, job: prompts.PromptJob) -> tuple:
+        if job.loras is None:
+            return prompts.encode(sd_model, job)
+        with loras.text_encoder_set(job.loras):
+            return prompts.encode(sd_model, job)
 
     def register_callbacks(self) -> None:
         from modules import script_callbacks
@@ -65,11 +71,23 @@ class WebUIBinding:
             offloaded.start()
             source, storage_device = offloaded.at_switch, refiner.storage.compute_device
         moves = MemoryModeMoves(sd_model, sd_model.model.diffusion_model, storage_device)
+        lora_set = loras.RefinerSet(sd_model, run.loras)
         empty = conds.refiner_empty_prompt(conds.base_empty_prompt(shared.sd_model), run.spec)
+
+        def on_switch(refiner_unet) -> None:
+            moves.on_switch(refiner_unet)
+            lora_set.on_switch(refiner_unet)
+
+        def ended() -> None:
+            try:
+                lora_set.ended()
+            finally:
+                moves.restore()
+
         try:
             yield PassRoute(
-                UNetSlot(sd_model.model, "diffusion_model"), source, on_switch=moves.on_switch,
-                ended=moves.restore, empty_prompt=empty,
+                UNetSlot(sd_model.model, "diffusion_model"), source, on_switch=on_switch,
+                ended=ended, empty_prompt=empty,
             )
         finally:
             if offloaded is not None:

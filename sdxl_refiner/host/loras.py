@@ -1,0 +1,116 @@
+"""The refiner's LoRAs in the host: found by the host's own Lora extension, named in the infotext.
+
+Every host of the family ships the same extension surface (``extensions-builtin/Lora`` in the
+WebUI, ``sd_forge_lora`` in Forge 2 and Neo): a module named ``networks`` whose lists know each
+LoRA on disk by name and alias. The refiner prompt's tags are looked up there before any step, so
+an unknown name is refused instead of skipped; applying them is each binding's part, with the
+host's own loader.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from types import ModuleType
+
+from sdxl_refiner.core.errors import Cause, SettingsError
+from sdxl_refiner.core.loras import LoraTag, base_loras_of, refiner_loras, split_loras
+from sdxl_refiner.core.settings import Settings
+
+KEY_LORA_HASHES = "SDXL Refiner Lora hashes"
+# what the Lora extension strips from a name before it writes "Lora hashes"
+_HASH_NAME_SYMBOLS = str.maketrans("", "", ":,")
+
+
+@dataclass
+class RefinerLoras:
+    """The refiner's LoRAs for one generation: ``own`` from its prompt (read once), ``chosen`` for
+    the pass that runs (with the base's where ``base_loras`` is "same"), and the files they are."""
+
+    own: tuple[LoraTag, ...] = ()
+    chosen: tuple[LoraTag, ...] = ()
+    base: tuple[LoraTag, ...] = ()
+    files: dict[str, object] = field(default_factory=dict)
+    # what the binding found while applying them: a LoRA that fits no layer of the refiner, ...
+    notes: list[str] = field(default_factory=list)
+
+    def text_encoder_differs(self) -> bool:
+        """Whether the refiner's conds need the refiner's LoRAs on the encoder rather than the base's."""
+        return _text_encoder_key(self.chosen) != _text_encoder_key(self.base)
+
+
+def _text_encoder_key(tags: tuple[LoraTag, ...]) -> tuple:
+    return tuple(sorted((tag.name, tag.te, tag.dyn) for tag in tags if tag.te != 0))
+
+
+def networks_module() -> ModuleType:
+    """The host's ``networks`` module, loaded by its built-in Lora extension."""
+    found = sys.modules.get("networks")
+    if found is None or not hasattr(found, "available_network_aliases"):
+        raise SettingsError(
+            "SDXL Refiner: the refiner prompt holds LoRA tags, but the host's built-in Lora extension is not "
+            "loaded. Enable it (Extensions tab → Lora / sd_forge_lora) and restart, or remove the tags.",
+            Cause.CONFLICT,
+        )
+    return found
+
+
+def network_on_disk(networks: ModuleType, name: str):
+    """The host's entry for ``name``, looked up as its ``load_networks`` does (aliases included)."""
+
+    def lookup():
+        if name.lower() in networks.forbidden_network_aliases:
+            return networks.available_networks.get(name)
+        return networks.available_network_aliases.get(name)
+
+    found = lookup()
+    if found is None:
+        networks.list_available_networks()
+        found = lookup()
+    return found
+
+
+def own_loras(prompt: str) -> tuple[LoraTag, ...]:
+    """The refiner prompt's LoRAs (the prompt as styled), each found in the host's list."""
+    _text, tags = split_loras("prompt", prompt)
+    return tags
+
+
+def find_files(tags: tuple[LoraTag, ...]) -> dict[str, object]:
+    """Each tag's entry in the host's list; an unknown name is refused, naming it."""
+    if not tags:
+        return {}
+    networks = networks_module()
+    found: dict[str, object] = {}
+    for tag in tags:
+        entry = network_on_disk(networks, tag.name)
+        if entry is None:
+            raise SettingsError(
+                f"SDXL Refiner: the refiner prompt names the LoRA {tag.name!r}, which is not in the host's LoRA "
+                "list. Check the name in the Lora tab (or /sdapi/v1/loras), or click its refresh button after "
+                "adding the file.",
+                Cause.NOT_FOUND,
+            )
+        found[tag.name] = entry
+    return found
+
+
+def for_pass(p, settings: Settings, own: tuple[LoraTag, ...]) -> RefinerLoras:
+    """The pass's set: the base's LoRAs are those the host activated for this pass."""
+    data = getattr(p, "hr_extra_network_data", None) if getattr(p, "is_hr_pass", False) else None
+    base = base_loras_of(data if data is not None else getattr(p, "extra_network_data", None))
+    chosen = refiner_loras(base, own, settings.base_loras)
+    return RefinerLoras(own=own, chosen=chosen, base=base, files=find_files(chosen))
+
+
+def hashes_text(loras: RefinerLoras) -> str:
+    """"name: hash, ..." as the Lora extension writes its "Lora hashes" key."""
+    parts = []
+    for tag in loras.chosen:
+        entry = loras.files.get(tag.name)
+        if entry is None:
+            continue
+        entry.read_hash()
+        if entry.shorthash:
+            parts.append(f"{tag.name.translate(_HASH_NAME_SYMBOLS)}: {entry.shorthash}")
+    return ", ".join(parts)
