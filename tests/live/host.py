@@ -55,6 +55,7 @@ CACHE = Path(os.environ.get("SDXL_REFINER_HOST_CACHE", "/var/tmp/sdxl-refiner-te
 FOLDER = "webui-1.10.1"
 EXTENSION_NAME = "sd-webui-sdxl-refiner"
 FAULT_EXTENSION_NAME = "sdxl-refiner-fault"
+TRACE_EXTENSION_NAME = "sdxl-refiner-trace"
 BASE_CHECKPOINT = "tiny-sdxl-base.safetensors"
 NO_SOURCES = 3
 
@@ -206,6 +207,7 @@ def build(root: Path | None = None, archive: Path | None = None, log: Log = to_s
         unpack(archive, root, log, kind.folder) if archive.exists() else clone(install.webui, log, kind)
     install_requirements(install, log)
     write_checkpoints(install, log)
+    write_loras(install, log)
     link_extension(install.webui, REPOSITORY)
     return install
 
@@ -306,6 +308,15 @@ def write_checkpoints(install: Install, log: Log) -> None:
     log(f"host: {summary[-1]}" if summary else f"host: tiny checkpoints in {models}")
 
 
+def write_loras(install: Install, log: Log) -> None:
+    """The tiny LoRA files for this host's base and refiner; like the checkpoints, every time."""
+    base = install.kind.config["sd_model_checkpoint"]
+    script = REPOSITORY / "tests" / "live" / "make_tiny_loras.py"
+    output = quietly([str(install.python), str(script), str(install.webui / "models"), "--base", base,
+                      "--refiner", base.replace("-base", "-refiner")], env={**os.environ, **OFFLINE_ENV})
+    log(f"host: {output.strip().splitlines()[-1]}")
+
+
 def link_checkpoints(source: Path, models: Path) -> int:
     """Each checkpoint of ``source`` (and its ``.yaml``) in ``models``: a hard link where both lie on
     one file system (no copy of gigabytes, and the same bytes if the other host's folder goes), else a
@@ -325,10 +336,12 @@ def link_checkpoints(source: Path, models: Path) -> int:
 
 
 def link_extension(webui: Path, checkout_folder: Path) -> None:
-    """This checkout, as the WebUI sees an installed extension, and beside it the test-only extension
-    that breaks our hooks on request (``tests/live/faults.py``); another checkout's links are replaced."""
+    """This checkout, as the WebUI sees an installed extension, and beside it the test-only extensions
+    that break our hooks on request (``tests/live/faults.py``) and trace the sampler's steps
+    (``trace_extension``); another checkout's links are replaced."""
     link_folder(webui / "extensions" / EXTENSION_NAME, checkout_folder)
     link_folder(webui / "extensions" / FAULT_EXTENSION_NAME, checkout_folder / "tests" / "live" / "fault_extension")
+    link_folder(webui / "extensions" / TRACE_EXTENSION_NAME, checkout_folder / "tests" / "live" / "trace_extension")
 
 
 def link_folder(link: Path, checkout_folder: Path) -> None:

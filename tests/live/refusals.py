@@ -49,8 +49,10 @@ def common_cases(refiner: str) -> list[Refusal]:
         Refusal("misspelt-name", {"refiner": {"enabled": True, "checkpoint": refiner, "step_percent": 20}}, 422,
                 "SettingsError", "unknown argument 'step_percent'"),
         Refusal("enabled-yes", {"refiner": ours(refiner, 25, enabled="yes")}, 422, "SettingsError", "'enabled'"),
-        Refusal("lora-tag", {"refiner": ours(refiner, 50, prompt="film grain <lora:detail:0.8>")}, 422,
-                "SettingsError", "'prompt' holds the extra network tag '<lora:detail:0.8>'"),
+        Refusal("hypernet-tag", {"refiner": ours(refiner, 50, prompt="film grain <hypernet:detail:0.8>")}, 422,
+                "SettingsError", "'prompt' holds '<hypernet:detail:0.8>': the refiner takes LoRAs"),
+        Refusal("unknown-lora", {"refiner": ours(refiner, 50, prompt="film grain <lora:no-such-lora:0.8>")}, 404,
+                "SettingsError", "names the LoRA 'no-such-lora', which is not in the host's LoRA list"),
         Refusal("unipc", {"refiner": ours(refiner, 25), "sampler_name": "UniPC"}, 422, "PlanError",
                 "Sampler 'UniPC'"),
     ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.live.webui_api import BASE_COPY, REFINER, ApiError, infotext, ours, pixels, small_png
+from tests.live.webui_api import BASE_COPY, REFINER, infotext, ours, pixels, small_png
 
 pytestmark = pytest.mark.live
 
@@ -119,12 +119,6 @@ def test_png_info_gives_back_every_control_and_the_infotext_field_regenerates_th
     assert parameters["SDXL Refiner noise"] == "0.85"
     again = api.txt2img(sampler_name="Euler a", infotext=infotext(refined))
     assert pixels(again) == pixels(refined)
-
-
-def test_a_lora_tag_in_the_refiner_prompt_is_refused_naming_it(api):
-    with pytest.raises(ApiError) as caught:
-        api.txt2img(refiner=ours(REFINER, 50, prompt="film grain <lora:detail:0.8>"))
-    assert "'prompt' holds the extra network tag '<lora:detail:0.8>'" in caught.value.body
 
 
 @pytest.mark.parametrize(("axis", "values", "field"), [
