@@ -18,6 +18,8 @@ from sdxl_refiner.core.loras import LoraTag, base_loras_of, refiner_loras, split
 from sdxl_refiner.core.settings import Settings
 
 KEY_LORA_HASHES = "SDXL Refiner Lora hashes"
+# the prefixes of a LoRA file's UNet keys, in the key forms the hosts' loaders convert
+UNET_KEY_PREFIXES = ("lora_unet_", "diffusion_model", "oft_unet", "unet.", "lycoris_")
 # what the Lora extension strips from a name before it writes "Lora hashes"
 _HASH_NAME_SYMBOLS = str.maketrans("", "", ":,")
 
@@ -114,3 +116,24 @@ def hashes_text(loras: RefinerLoras) -> str:
         if entry.shorthash:
             parts.append(f"{tag.name.translate(_HASH_NAME_SYMBOLS)}: {entry.shorthash}")
     return ", ".join(parts)
+
+
+def unet_layers_in_file(filename: str) -> set[str]:
+    """The UNet layers a LoRA file names (a layer's down, up and alpha keys count once), from the
+    header alone; a file in another format than safetensors counts none."""
+    if not str(filename).endswith(".safetensors"):
+        return set()
+    from safetensors import safe_open
+
+    with safe_open(str(filename), framework="pt", device="cpu") as handle:
+        keys = handle.keys()
+    # the Lora extension's own split of a key into layer and weight name
+    return {key.partition(".")[0] for key in keys if key.startswith(UNET_KEY_PREFIXES)}
+
+
+def unmatched_note(name: str, matched: int, total: int) -> str:
+    """What the infotext says of a LoRA that fits the refiner's UNet only in part, or not at all."""
+    if matched == 0:
+        return (f"LoRA {name} matches no layer of the refiner (it was made for another UNet), so it did not "
+                "change the refiner")
+    return f"LoRA {name}: {total - matched} of its {total} UNet layers match no layer of the refiner"

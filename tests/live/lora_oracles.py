@@ -118,13 +118,17 @@ def a_refiner_type_refiner_takes_a_lora_of_its_layout_and_notes_one_of_another(a
     assert pixels(models.generate(api, refiner=ours(models.refiner, 50))) == pixels(plain)
 
 
-def paste_restores_the_tags_and_the_choice(api: WebUIApi, models: Models) -> None:
+def paste_restores_the_tags_and_the_choice(api: WebUIApi, models: Models, regenerate: bool = True) -> None:
+    """The keys read back as written; ``regenerate``: the API's ``infotext`` field makes the image
+    again (Forge 2's API fails on its own fields there: ``isinstance`` of a parameterized type)."""
     refined = models.generate(api, f"{PROMPT} {tag(LORA_UNET, 0.5)}",
                               refiner=ours(models.base_copy, 50, prompt=f"grain {tag(LORA_TE)}", base_loras="same"))
     parameters = api.png_info(refined)["parameters"]
     assert parameters["SDXL Refiner prompt"] == f"grain {tag(LORA_TE)}"
     assert parameters["SDXL Refiner base LoRAs"] == "same"
     assert parameters["SDXL Refiner Lora hashes"].startswith(f"{LORA_UNET}: ")
+    if not regenerate:
+        return
     again = models.generate(api, f"{PROMPT} {tag(LORA_UNET, 0.5)}", infotext=infotext(refined))
     assert pixels(again) == pixels(refined)
 

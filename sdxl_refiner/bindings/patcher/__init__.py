@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sdxl_refiner.bindings.patcher import loading
+from sdxl_refiner.bindings.patcher import loading, loras
 from sdxl_refiner.bindings.patcher.own_text import FORGE_SLOT
 from sdxl_refiner.bindings.patcher.routing import RefinerRoute, conditioning_modifier
 from sdxl_refiner.core.checkpoint import SCALAR_EMBED_DIM, CheckpointInfo
@@ -40,6 +40,8 @@ class PatcherRefiner:
 
     patcher: Any
     route: RefinerRoute | None = None
+    # this pass's refiner patcher: the cached one, or a clone carrying the refiner's LoRAs
+    pass_patcher: Any = None
 
 
 class PatcherBinding:
@@ -66,17 +68,27 @@ class PatcherBinding:
     def before_pass(self, p, run: RefinerRun) -> None:
         """After the host has set this pass's patcher and before it loads the models: the refined
         pass samples on a clone that carries the refiner."""
+        sd_model = p.sd_model
+        patchers = loras.with_loras(run.refiner.patcher, sd_model.forge_objects_original.clip, run.loras)
+
+        def encode(model, job: prompts.PromptJob) -> tuple:
+            if job.loras is None:
+                return self.encode_prompts(model, job)
+            with loras.encoding_with(model, patchers.clip):
+                return self.encode_prompts(model, job)
+
         # The refiner's own conds are encoded (and cached for the pass) now, before the host loads
         # the pass's UNets: loading the text encoders inside the loop could push those out again.
-        prompts.refiner_conds(p, run, self.encode_prompts)
-        unet = p.sd_model.forge_objects.unet.clone()
+        prompts.refiner_conds(p, run, encode)
+        unet = sd_model.forge_objects.unet.clone()
         route = RefinerRoute(
             model=unet.model, scores=(run.settings.aesthetic_score, run.settings.negative_aesthetic_score), spec=run.spec
         )
         unet.add_conditioning_modifier(conditioning_modifier(route))
-        unet.add_extra_model_patcher_during_sampling(run.refiner.patcher)
-        p.sd_model.forge_objects.unet = unet
+        unet.add_extra_model_patcher_during_sampling(patchers.unet)
+        sd_model.forge_objects.unet = unet
         run.refiner.route = route
+        run.refiner.pass_patcher = patchers.unet
 
     @contextmanager
     def pass_route(self, p, run: RefinerRun) -> Iterator[PassRoute]:

@@ -25,13 +25,11 @@ import torch
 
 from sdxl_refiner.core.errors import SettingsError
 from sdxl_refiner.core.loras import LoraTag
-from sdxl_refiner.host.loras import RefinerLoras, networks_module
+from sdxl_refiner.host.loras import RefinerLoras, networks_module, unet_layers_in_file, unmatched_note
 
 UNET_PREFIX = "diffusion_model"
 # on the refiner UNet: the networks built against its layers, by file and modification time
 BUILT_ATTRIBUTE = "sdxl_refiner_networks"
-# the prefixes of a LoRA file's UNet keys, in the key forms the Lora extension converts
-UNET_KEY_PREFIXES = ("lora_unet_", "diffusion_model", "oft_unet", "unet.", "lycoris_")
 
 Snapshot = list[tuple[object, float, float, object]]
 
@@ -113,22 +111,7 @@ def _match_notes(name: str, filename: str, net) -> list[str]:
     matched = sum(1 for key in net.modules if key.startswith(UNET_PREFIX))
     if total == 0 or matched >= total:
         return []
-    if matched == 0:
-        return [f"LoRA {name} matches no layer of the refiner (it was made for another UNet), so it did not "
-                "change the refiner"]
-    return [f"LoRA {name}: {total - matched} of its {total} UNet layers match no layer of the refiner"]
-
-
-def unet_layers_in_file(filename: str) -> set[str]:
-    """The UNet layers a LoRA file names (a layer's down, up and alpha keys count once)."""
-    if not filename.endswith(".safetensors"):
-        return set()
-    from safetensors import safe_open
-
-    with safe_open(filename, framework="pt", device="cpu") as handle:
-        keys = list(handle.keys())
-    # the extension's own split of a key into layer and weight name
-    return {key.partition(".")[0] for key in keys if key.startswith(UNET_KEY_PREFIXES)}
+    return [unmatched_note(name, matched, total)]
 
 
 class RefinerSet:
