@@ -34,7 +34,7 @@ class SdxlRefinerScript(scripts.Script):
     def process(self, p, *args):
         # the host swallows exceptions from process(): the shared layer raises this one during sampling
         try:
-            settings = from_ui_args(args, overrides=xyz.overrides(p))
+            settings = xyz.with_prompt_sr(p, from_ui_args(args, overrides=xyz.overrides(p)))
         except SettingsError as error:
             settings = error
         except Exception as error:

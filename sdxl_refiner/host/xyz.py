@@ -1,5 +1,7 @@
 """X/Y/Z plot axes: refiner steps % (0 = off, so "with vs without" is one grid), checkpoint, score,
-the refiner's CFG scale (0 = the generation's) and its noise.
+the refiner's CFG scale (0 = the generation's), its noise, and a search and replace over the
+refiner's prompts (its LoRA tags and their weights included) that works as the host's Prompt S/R
+works over the main prompt.
 
 An axis puts its value on the processing object (``p.sdxl_refiner_xyz``); the script reads it
 in ``process()`` and hands it to the settings normaliser as overrides, validated like any input.
@@ -7,19 +9,23 @@ in ``process()`` and hands it to the settings normaliser as overrides, validated
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from sdxl_refiner.core.errors import Cause, SettingsError
+from sdxl_refiner.core.settings import Settings, check_prompt_tags
 from sdxl_refiner.host import refusals
 from sdxl_refiner.host.callbacks import register_once
 
 XYZ_ATTR = "sdxl_refiner_xyz"
+PROMPT_SR_ATTR = "sdxl_refiner_prompt_sr"
 AXIS_STEPS_PERCENT = "SDXL Refiner steps %"
 AXIS_CHECKPOINT = "SDXL Refiner checkpoint"
 AXIS_AESTHETIC_SCORE = "SDXL Refiner aesthetic score"
 AXIS_CFG_SCALE = "SDXL Refiner CFG scale"
 AXIS_NOISE_MULTIPLIER = "SDXL Refiner noise"
+AXIS_PROMPT_SR = "SDXL Refiner prompt S/R"
 
 
 def overrides(p: object) -> Mapping[str, object]:
@@ -40,6 +46,30 @@ apply_checkpoint = _setter("checkpoint", enabled=True)
 apply_aesthetic_score = _setter("aesthetic_score")
 apply_cfg_scale = _setter("cfg_scale")
 apply_noise_multiplier = _setter("noise_multiplier")
+
+
+def apply_prompt_sr(p: object, value: object, values: Sequence[object]) -> None:
+    """As the host's Prompt S/R: the axis' first value is searched for, each cell's value replaces it."""
+    setattr(p, PROMPT_SR_ATTR, (str(values[0]), str(value)))
+
+
+def with_prompt_sr(p: object, settings: Settings) -> Settings:
+    """The refiner's prompts with this cell's replacement made; refused, as the host refuses its
+    own, when neither holds the searched text."""
+    replacement = getattr(p, PROMPT_SR_ATTR, None)
+    if replacement is None or settings.refiner_off:
+        return settings
+    search, value = replacement
+    if search not in settings.prompt and search not in settings.negative_prompt:
+        raise SettingsError(
+            f"SDXL Refiner: X/Y/Z axis '{AXIS_PROMPT_SR}' did not find {search!r} in the refiner prompt or its "
+            "negative prompt. Its first value is the text to replace: write it into the refiner prompt.",
+        )
+    prompt = settings.prompt.replace(search, value)
+    negative_prompt = settings.negative_prompt.replace(search, value)
+    check_prompt_tags("prompt", prompt)
+    check_prompt_tags("negative_prompt", negative_prompt)
+    return dataclasses.replace(settings, prompt=prompt, negative_prompt=negative_prompt)
 
 
 def _number(x: object) -> str:
@@ -111,6 +141,7 @@ def register_axes() -> None:
         xyz_grid.AxisOption(AXIS_AESTHETIC_SCORE, float, apply_aesthetic_score, format_value=format_score),
         xyz_grid.AxisOption(AXIS_CFG_SCALE, float, apply_cfg_scale, format_value=format_cfg_scale),
         xyz_grid.AxisOption(AXIS_NOISE_MULTIPLIER, float, apply_noise_multiplier, format_value=format_score),
+        xyz_grid.AxisOption(AXIS_PROMPT_SR, str, apply_prompt_sr, format_value=xyz_grid.format_value),
     ])
 
 

@@ -42,6 +42,10 @@ class Hosts:
             self.running = host.start(self.install, flags)
         return WebUIApi(self.running.url)
 
+    def bytes_read(self) -> int | None:
+        """What the started WebUI has read so far (``host.bytes_read``); None for one started by hand."""
+        return host.bytes_read(self.running) if self.running is not None else None
+
     def console(self) -> str:
         return host.console_tail(self.running) if self.running is not None else ""
 

@@ -428,6 +428,15 @@ def stop(running: Running, grace: float = 20.0) -> None:
                 continue
 
 
+def bytes_read(running: Running) -> int:
+    """Every byte the host process has read so far through read calls (``rchar``: from the disk or
+    the page cache alike), for tests that a file is not read again."""
+    for line in Path(f"/proc/{running.process.pid}/io").read_text().splitlines():
+        if line.startswith("rchar:"):
+            return int(line.split()[1])
+    raise LookupError(f"no rchar in /proc/{running.process.pid}/io")
+
+
 def console_tail(running: Running, characters: int = 6000) -> str:
     return running.log.read_text(errors="replace")[-characters:]
 

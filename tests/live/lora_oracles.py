@@ -9,7 +9,9 @@ checkpoints (``host.py`` writes them with the checkpoints).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from tests.live.webui_api import ApiError, WebUIApi, infotext, ours, pixels
 
@@ -96,14 +98,23 @@ def the_steps_before_the_switch_are_unchanged_by_a_refiner_lora(api: WebUIApi, m
     assert with_lora[base_calls + 1:] != without[base_calls + 1:]
 
 
-def changing_the_set_between_images_keeps_every_image_as_made_alone(api: WebUIApi, models: Models) -> None:
-    """Sets change, come back and go: each image is the one its set gives, and the base is untouched."""
+def changing_the_set_between_images_keeps_every_image_as_made_alone(
+    api: WebUIApi, models: Models, bytes_read: Callable[[], int | None], checkpoints: Path | None,
+) -> None:
+    """Sets change, come back and go: each image is the one its set gives, the base is untouched,
+    and the refiner file is not read again (the host process reads less than its size meanwhile)."""
     plain = models.generate(api)
+    models.generate(api, refiner=ours(models.base_copy, 50))
+    before = bytes_read()
     sets = [tag(LORA_UNET), tag(LORA_TE, 0.5), f"{tag(LORA_UNET, 0.3)} {tag(LORA_TE, -0.4)}", ""]
     first = [pixels(models.generate(api, refiner=ours(models.base_copy, 50, prompt=text))) for text in sets]
     assert len(set(map(tuple, first))) == len(sets), "each set must give its own image"
     again = [pixels(models.generate(api, refiner=ours(models.base_copy, 50, prompt=text))) for text in reversed(sets)]
     assert again == list(reversed(first))
+    after = bytes_read()
+    if before is not None and after is not None and checkpoints is not None:
+        size = (checkpoints / models.base_copy).stat().st_size
+        assert after - before < size, f"{after - before} bytes read, the refiner file has {size}"
     assert pixels(models.generate(api)) == pixels(plain)
 
 
@@ -120,7 +131,7 @@ def a_refiner_type_refiner_takes_a_lora_of_its_layout_and_notes_one_of_another(a
 
 def paste_restores_the_tags_and_the_choice(api: WebUIApi, models: Models, regenerate: bool = True) -> None:
     """The keys read back as written; ``regenerate``: the API's ``infotext`` field makes the image
-    again (Forge 2's API fails on its own fields there: ``isinstance`` of a parameterized type)."""
+    again (the API of Forge 2 and Neo fails on its own fields there: ``isinstance`` of a parameterized type)."""
     refined = models.generate(api, f"{PROMPT} {tag(LORA_UNET, 0.5)}",
                               refiner=ours(models.base_copy, 50, prompt=f"grain {tag(LORA_TE)}", base_loras="same"))
     parameters = api.png_info(refined)["parameters"]
@@ -146,3 +157,53 @@ def refusals(api: WebUIApi, models: Models) -> None:
             assert words in error.body, error.body
         else:
             raise AssertionError(f"{prompt!r} was not refused")
+
+
+def an_interrupt_during_the_refiners_lora_steps_leaves_both_models_clean(api: WebUIApi, models: Models) -> None:
+    """Interrupted while the refiner runs with its LoRAs (and the base with its own): the request
+    answers, and the base and the refiner then give the images they gave before."""
+    import threading
+    import time
+
+    base_lora = f"{PROMPT} {tag(LORA_UNET, 0.6)}"
+    earlier = [pixels(models.generate(api)), pixels(models.generate(api, base_lora)),
+               pixels(models.generate(api, refiner=ours(models.base_copy, 50)))]
+    long_request = {**models.fields, "prompt": base_lora, "steps": 60,
+                    "refiner": ours(models.base_copy, 50, prompt=tag(LORA_TE))}
+    finished: dict[str, object] = {}
+
+    def generate() -> None:
+        try:
+            finished["response"] = api.txt2img(**long_request)
+        except Exception as error:  # the request itself must still succeed; recorded for the assert
+            finished["error"] = error
+
+    worker = threading.Thread(target=generate)
+    worker.start()
+    deadline = time.monotonic() + 300
+    reached = 0
+    while time.monotonic() < deadline and worker.is_alive():
+        reached = api.call("/sdapi/v1/progress?skip_current_image=true").get("state", {}).get("sampling_step", 0)
+        if reached >= 40:
+            break
+        time.sleep(0.02)
+    api.call("/sdapi/v1/interrupt", {})
+    worker.join(timeout=300)
+    assert reached >= 40, "the interrupt did not come after the switch (step 30 of 60): make the request longer"
+    assert "error" not in finished, finished.get("error")
+    assert [pixels(models.generate(api)), pixels(models.generate(api, base_lora)),
+            pixels(models.generate(api, refiner=ours(models.base_copy, 50)))] == earlier
+
+
+def an_xyz_prompt_sr_over_the_refiner_prompt_gives_the_cells_of_single_generations(
+    api: WebUIApi, models: Models, xyz_options: tuple,
+) -> None:
+    """Our S/R axis over a LoRA's weight in the refiner prompt, as the host's Prompt S/R over the main one."""
+    values = [tag(LORA_UNET, 0.2), tag(LORA_UNET, 0.9), ""]
+    args = [api.xyz_axis("SDXL Refiner prompt S/R"), ", ".join(values), [], 0, "", [], 0, "", [], *xyz_options]
+    grid = models.generate(api, script_name="x/y/z plot", script_args=args,
+                           refiner=ours(models.base_copy, 50, prompt=f"grain {values[0]}"))
+    singles = [pixels(models.generate(api, refiner=ours(models.base_copy, 50, prompt=f"grain {value}")))[0]
+               for value in values]
+    assert pixels(grid)[1:] == singles
+    assert len(set(singles)) == len(values)

@@ -33,8 +33,9 @@ def test_the_steps_before_the_switch_are_unchanged_by_a_refiner_lora(api):
     oracles.the_steps_before_the_switch_are_unchanged_by_a_refiner_lora(api, MODELS, oracles.LORA_TE)
 
 
-def test_changing_the_set_between_images_keeps_each_image_as_made_alone(api):
-    oracles.changing_the_set_between_images_keeps_every_image_as_made_alone(api, MODELS)
+def test_changing_the_set_between_images_keeps_each_image_as_made_alone(api, hosts):
+    checkpoints = hosts.install.webui / "models" / "Stable-diffusion" if hosts.install else None
+    oracles.changing_the_set_between_images_keeps_every_image_as_made_alone(api, MODELS, hosts.bytes_read, checkpoints)
 
 
 def test_a_refiner_type_refiner_takes_a_lora_of_its_layout_and_notes_one_of_another(api):
@@ -47,3 +48,12 @@ def test_paste_restores_the_tags_and_the_choice(api):
 
 def test_unknown_names_bad_weights_and_other_network_types_are_refused(api):
     oracles.refusals(api, MODELS)
+
+
+def test_an_interrupt_during_the_refiners_lora_steps_leaves_both_models_clean(api):
+    oracles.an_interrupt_during_the_refiners_lora_steps_leaves_both_models_clean(api, MODELS)
+
+
+def test_an_xyz_prompt_sr_over_the_refiner_prompt_gives_the_cells_of_single_generations(api):
+    options = (True, True, False, False, False, False, False, 0, False)
+    oracles.an_xyz_prompt_sr_over_the_refiner_prompt_gives_the_cells_of_single_generations(api, MODELS, options)

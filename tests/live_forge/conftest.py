@@ -89,6 +89,10 @@ class ForgeHost:
                 return int(line.split()[1]) * 1024
         return None
 
+    def bytes_read(self) -> int | None:
+        """What the started Forge has read so far (``host.bytes_read``); None for one found at ``FORGE_URL``."""
+        return host.bytes_read(self.running) if self.running is not None else None
+
     def console(self) -> str:
         return self.console_path.read_text(errors="replace") if self.console_path else ""
 

@@ -1,0 +1,310 @@
+"""The refiner's LoRAs in the host layer and the two bindings, against a stand-in of the hosts' Lora
+extension (its ``networks`` module): which files, which set for which pass, what the infotext says,
+and that the host's lists and the base's patchers are left as they were. The live suites hold the
+same against the real extension in each host (``tests/live/lora_oracles.py``)."""
+
+from __future__ import annotations
+
+import types
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from sdxl_refiner.bindings.patcher import loras as patcher_loras
+from sdxl_refiner.bindings.webui import loras as webui_loras
+from sdxl_refiner.core.errors import Cause, SettingsError
+from sdxl_refiner.core.loras import LoraTag
+from sdxl_refiner.core.settings import Settings
+from sdxl_refiner.host import loras, xyz
+
+
+class OnDisk:
+    def __init__(self, name: str, filename: str, shorthash: str = ""):
+        self.name, self.filename, self.shorthash = name, filename, shorthash
+        self.hashed = 0
+
+    def read_hash(self) -> None:
+        self.hashed += 1
+
+
+class Net:
+    def __init__(self, name: str, modules: dict | None = None):
+        self.name = name
+        self.modules = modules or {}
+        self.te_multiplier = self.unet_multiplier = 1.0
+        self.dyn_dim = None
+
+
+def fake_networks(entries: dict[str, OnDisk], aliases: dict[str, OnDisk] | None = None) -> types.ModuleType:
+    module = types.ModuleType("networks")
+    module.available_networks = dict(entries)
+    module.available_network_aliases = {**entries, **(aliases or {})}
+    module.forbidden_network_aliases = {}
+    module.loaded_networks = []
+    module.listed = 0
+
+    def list_available_networks():
+        module.listed += 1
+
+    module.list_available_networks = list_available_networks
+    return module
+
+
+@pytest.fixture
+def networks(monkeypatch, tmp_path):
+    unet_file = tmp_path / "unet.safetensors"
+    save_file({"lora_unet_a.lora_down.weight": torch.zeros(1, 2), "lora_unet_a.lora_up.weight": torch.zeros(2, 1),
+               "lora_unet_a.alpha": torch.tensor(1.0), "lora_unet_b.lora_down.weight": torch.zeros(1, 2),
+               "lora_te1_c.lora_down.weight": torch.zeros(1, 2)}, str(unet_file))
+    entries = {"detail": OnDisk("detail", str(unet_file), "aa11"), "style:v2": OnDisk("style:v2", str(unet_file), "bb22")}
+    module = fake_networks(entries, aliases={"detail-alias": entries["detail"]})
+    monkeypatch.setitem(__import__("sys").modules, "networks", module)
+    return module
+
+
+# --- host layer -----------------------------------------------------------------------------------
+
+
+def test_each_name_is_found_as_the_host_finds_it_and_an_unknown_one_is_refused_naming_it(networks):
+    found = loras.find_files((LoraTag("detail"), LoraTag("detail-alias")))
+    assert found == {"detail": networks.available_networks["detail"], "detail-alias": networks.available_networks["detail"]}
+    assert networks.listed == 0, "a known name needs no new listing"
+    with pytest.raises(SettingsError) as refused:
+        loras.find_files((LoraTag("detail"), LoraTag("nope")))
+    assert refused.value.cause is Cause.NOT_FOUND
+    assert "names the LoRA 'nope', which is not in the host's LoRA list" in str(refused.value)
+    assert networks.listed == 1, "an unknown name makes the host list its files again first"
+
+
+def test_a_name_the_host_forbids_as_an_alias_is_found_by_its_own_name_only(networks):
+    networks.forbidden_network_aliases["detail-alias"] = 1
+    with pytest.raises(SettingsError):
+        loras.find_files((LoraTag("detail-alias"),))
+    assert loras.find_files((LoraTag("detail"),))["detail"].name == "detail"
+
+
+def test_no_tags_need_no_lora_extension(monkeypatch):
+    monkeypatch.delitem(__import__("sys").modules, "networks", raising=False)
+    assert loras.find_files(()) == {}
+    with pytest.raises(SettingsError) as refused:
+        loras.find_files((LoraTag("detail"),))
+    assert refused.value.cause is Cause.CONFLICT and "built-in Lora extension is not loaded" in str(refused.value)
+
+
+class Params:
+    def __init__(self, *items: str):
+        self.items = list(items)
+
+
+def test_the_pass_takes_the_base_set_the_host_activated_for_it(networks):
+    p = types.SimpleNamespace(is_hr_pass=False, extra_network_data={"lora": [Params("style:v2", "0.5")]},
+                              hr_extra_network_data={"lora": [Params("detail", "0.7")]})
+    same = Settings(enabled=True, checkpoint="x", base_loras="same")
+    own = (LoraTag("detail", 0.3, 0.3),)
+    first = loras.for_pass(p, same, own)
+    assert first.chosen == (LoraTag("style:v2", 0.5, 0.5), LoraTag("detail", 0.3, 0.3))
+    assert first.base == (LoraTag("style:v2", 0.5, 0.5),)
+    p.is_hr_pass = True
+    assert loras.for_pass(p, same, ()).chosen == (LoraTag("detail", 0.7, 0.7),)
+    assert loras.for_pass(p, Settings(enabled=True, checkpoint="x"), ()).chosen == ()
+
+
+@pytest.mark.parametrize(("chosen", "base", "differs"), [
+    ((), (), False),
+    ((LoraTag("a", 1.0, 0.5),), (LoraTag("a", 1.0, 0.9),), False),  # UNet weights do not touch the encoder
+    ((LoraTag("a", 0.0, 1.0),), (), False),  # a text-encoder weight of 0 changes nothing there
+    ((LoraTag("a", 0.5, 1.0),), (), True),
+    ((), (LoraTag("a", 0.5, 1.0),), True),
+    ((LoraTag("a", 0.5, 1.0), LoraTag("b")), (LoraTag("b"), LoraTag("a", 0.5, 0.1)), False),  # order alone
+    ((LoraTag("a", 0.5, 1.0, 8),), (LoraTag("a", 0.5, 1.0),), True),
+])
+def test_the_refiners_conds_are_encoded_again_only_where_the_encoders_loras_differ(chosen, base, differs):
+    assert loras.RefinerLoras(chosen=chosen, base=base).text_encoder_differs() is differs
+
+
+def test_the_hashes_are_written_as_the_lora_extension_writes_its_own(networks):
+    chosen = (LoraTag("style:v2"), LoraTag("detail"), LoraTag("nohash"))
+    files = {"style:v2": networks.available_networks["style:v2"], "detail": networks.available_networks["detail"],
+             "nohash": OnDisk("nohash", "x.safetensors")}
+    assert loras.hashes_text(loras.RefinerLoras(chosen=chosen, files=files)) == "stylev2: bb22, detail: aa11"
+    assert files["detail"].hashed == 1
+
+
+def test_a_files_unet_layers_are_counted_from_its_header(networks):
+    assert loras.unet_layers_in_file(networks.available_networks["detail"].filename) == {"lora_unet_a", "lora_unet_b"}
+    assert loras.unet_layers_in_file("model.pt") == set()
+    assert loras.unmatched_note("d", 0, 4).startswith("LoRA d matches no layer of the refiner")
+    assert loras.unmatched_note("d", 3, 4) == "LoRA d: 1 of its 4 UNet layers match no layer of the refiner"
+
+
+def test_the_xyz_search_and_replace_works_on_the_refiner_prompts_as_the_hosts_on_the_main_one():
+    settings = Settings(enabled=True, checkpoint="x", prompt="grain <lora:d:0.2>", negative_prompt="blur 0.2")
+    p = types.SimpleNamespace()
+    assert xyz.with_prompt_sr(p, settings) is settings
+    xyz.apply_prompt_sr(p, "0.9", ["0.2", "0.9"])
+    replaced = xyz.with_prompt_sr(p, settings)
+    assert (replaced.prompt, replaced.negative_prompt) == ("grain <lora:d:0.9>", "blur 0.9")
+    xyz.apply_prompt_sr(p, "<lora:d:x>", ["<lora:d:0.2>", "<lora:d:x>"])
+    with pytest.raises(SettingsError, match="text-encoder weight 'x' is not a number"):
+        xyz.with_prompt_sr(p, settings)
+    xyz.apply_prompt_sr(p, "z", ["fox", "z"])
+    with pytest.raises(SettingsError, match="did not find 'fox' in the refiner prompt or its negative prompt"):
+        xyz.with_prompt_sr(p, settings)
+    assert xyz.with_prompt_sr(p, Settings()) == Settings(), "an axis cell with the refiner off changes nothing"
+
+
+# --- the WebUI binding ----------------------------------------------------------------------------
+
+
+class TinyUNet(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.input_blocks = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
+
+
+def test_the_refiners_layers_are_named_as_the_extension_names_the_bases():
+    unet = TinyUNet()
+    mapping = webui_loras.name_layers(unet)
+    assert sorted(mapping) == ["diffusion_model", "diffusion_model_input_blocks",
+                               "diffusion_model_input_blocks_0", "diffusion_model_input_blocks_1"]
+    assert unet.input_blocks[1].network_layer_name == "diffusion_model_input_blocks_1"
+
+
+def test_the_refiners_networks_are_built_against_its_layers_once_per_file(networks):
+    unet = TinyUNet()
+    text_layer = torch.nn.Linear(2, 2)
+    base_unet_layer = torch.nn.Linear(2, 2)
+    base_mapping = {"0_transformer_fc1": text_layer, "diffusion_model_input_blocks_0": base_unet_layer}
+    sd_model = types.SimpleNamespace(network_layer_mapping=base_mapping)
+    seen = []
+
+    def load_network(name, entry):
+        mapping = sd_model.network_layer_mapping
+        seen.append(name)
+        assert mapping["0_transformer_fc1"] is text_layer, "the base's text-encoder layers stay"
+        assert mapping["diffusion_model_input_blocks_0"] is unet.input_blocks[0], "the refiner's UNet layers replace the base's"
+        return Net(name, {"diffusion_model_input_blocks_0": object(), "0_transformer_fc1": object()})
+
+    networks.load_network = load_network
+    chosen = (LoraTag("detail", 0.5, 0.25, 4),)
+    run = loras.RefinerLoras(chosen=chosen, files={"detail": networks.available_networks["detail"]})
+    first = webui_loras.refiner_networks(sd_model, unet, run)
+    assert sd_model.network_layer_mapping is base_mapping, "the base's mapping is back"
+    assert (first[0].te_multiplier, first[0].unet_multiplier, first[0].dyn_dim) == (0.5, 0.25, 4)
+    assert run.notes == ["LoRA detail: 1 of its 2 UNet layers match no layer of the refiner"]
+    again = webui_loras.refiner_networks(sd_model, unet, loras.RefinerLoras(
+        chosen=(LoraTag("detail", 1.0, 1.0),), files=run.files))
+    assert seen == ["detail"], "the same file is built once for this refiner"
+    assert again[0] is first[0] and again[0].unet_multiplier == 1.0
+
+
+def test_the_hosts_list_holds_the_refiners_set_from_the_switch_to_the_end_of_the_pass(networks):
+    base_net = Net("style")
+    base_net.te_multiplier, base_net.unet_multiplier = 0.7, 0.6
+    networks.loaded_networks[:] = [base_net]
+    refiner_net = Net("detail", {"diffusion_model_input_blocks_0": object()})
+    networks.load_network = lambda name, entry: refiner_net
+    networks.extra_network_lora = types.SimpleNamespace(errors={"detail": 1})
+    unet = TinyUNet()
+    run = loras.RefinerLoras(chosen=(LoraTag("detail", 0.4, 0.4),), files={"detail": networks.available_networks["detail"]})
+    lora_set = webui_loras.RefinerSet(types.SimpleNamespace(network_layer_mapping={}), run)
+    lora_set.ended()
+    assert networks.loaded_networks == [base_net], "a pass that never switched leaves the list alone"
+    lora_set.on_switch(unet)
+    assert networks.loaded_networks == [refiner_net]
+    networks.extra_network_lora.errors["detail"] = 4
+    lora_set.ended()
+    assert networks.loaded_networks == [base_net]
+    assert (base_net.te_multiplier, base_net.unet_multiplier) == (0.7, 0.6)
+    assert "LoRA detail: 3 layers of the refiner did not take it (their shapes differ)" in run.notes
+
+
+def test_a_refiner_without_loras_runs_with_an_empty_list_and_named_layers(networks):
+    networks.loaded_networks[:] = [Net("style")]
+    unet = TinyUNet()
+    lora_set = webui_loras.RefinerSet(types.SimpleNamespace(network_layer_mapping={}), None)
+    lora_set.on_switch(unet)
+    assert networks.loaded_networks == [] and unet.input_blocks[0].network_layer_name
+    lora_set.ended()
+    assert [net.name for net in networks.loaded_networks] == ["style"]
+
+
+def test_the_encoder_runs_with_the_refiners_set_by_the_extensions_own_activation(networks):
+    base_net = Net("style")
+    networks.loaded_networks[:] = [base_net]
+    calls = []
+
+    def load_networks(names, te, unet, dyn):
+        calls.append((names, te, unet, dyn))
+        base_net.te_multiplier = 0.1  # the extension reuses a loaded network and sets its weights
+        networks.loaded_networks[:] = [base_net]
+
+    networks.load_networks = load_networks
+    with webui_loras.text_encoder_set((LoraTag("style", 0.1, 0.2, None),)):
+        assert calls == [(["style"], [0.1], [0.2], [None])]
+    assert networks.loaded_networks == [base_net] and base_net.te_multiplier == 1.0
+
+
+# --- the Forge 2 / Neo binding --------------------------------------------------------------------
+
+
+class Patcher:
+    """A patcher as Forge 2 keeps its LoRAs (per file) or as Neo does (per weight)."""
+
+    def __init__(self, per_file: bool, patches: dict | None = None):
+        self.per_file = per_file
+        if per_file:
+            self.lora_patches = dict(patches or {})
+        else:
+            self.patches = dict(patches or {})
+
+
+def test_the_refiners_set_is_chained_through_the_hosts_loader_from_the_refiner_and_the_original_clip(networks):
+    calls = []
+
+    def load_lora_for_models(unet, clip, state, strength_model, strength_clip, filename):
+        calls.append((unet, clip, state, strength_model, strength_clip))
+        if state == "mismatched":
+            return unet, clip
+        patched = {f"diffusion_model.{layer}.weight": [1] for layer in ("lora_unet_a", "lora_unet_b")}
+        return Patcher(True, {(filename, strength_model, 1.0, False): patched}), f"clip+{strength_clip}"
+
+    networks.load_lora_for_models = load_lora_for_models
+    networks.load_lora_state_dict = lambda filename: "state"
+    refiner = Patcher(True)
+    chosen = (LoraTag("detail", 0.3, 0.6),)
+    run = loras.RefinerLoras(chosen=chosen, files={"detail": networks.available_networks["detail"]})
+    result = patcher_loras.with_loras(refiner, "original-clip", run)
+    assert calls == [(refiner, "original-clip", "state", 0.6, 0.3)]
+    assert result.clip == "clip+0.3" and result.unet is not refiner
+    assert run.notes == []
+    networks.load_lora_state_dict = lambda filename: "mismatched"
+    run = loras.RefinerLoras(chosen=chosen, files=run.files)
+    unchanged = patcher_loras.with_loras(refiner, "original-clip", run)
+    assert unchanged.unet is refiner
+    assert run.notes == ["LoRA detail matches no layer of the refiner (it was made for another UNet), so it did not "
+                         "change the refiner"]
+
+
+def test_no_loras_keep_the_cached_refiner_patcher(networks):
+    refiner = Patcher(True)
+    assert patcher_loras.with_loras(refiner, "clip", None).unet is refiner
+    assert patcher_loras.with_loras(refiner, "clip", loras.RefinerLoras()).clip == "clip"
+
+
+@pytest.mark.parametrize("per_file", [True, False], ids=["Forge 2", "Neo"])
+def test_patches_are_counted_per_weight_in_either_hosts_patcher(per_file):
+    if per_file:
+        patcher = Patcher(True, {("a", 1, 1, False): {"w1": [1], "w2": [1]}, ("b", 1, 1, False): {"w1": [2]}})
+    else:
+        patcher = Patcher(False, {"w1": [1, 2], "w2": [1]})
+    assert patcher_loras.patch_counts(patcher) == {"w1": 2, "w2": 1}
+
+
+def test_the_clip_is_the_bases_again_after_an_encoding_that_fails():
+    sd_model = types.SimpleNamespace(forge_objects=types.SimpleNamespace(clip="base"))
+    with pytest.raises(RuntimeError), patcher_loras.encoding_with(sd_model, "refiner"):
+        assert sd_model.forge_objects.clip == "refiner"
+        raise RuntimeError("encoding failed")
+    assert sd_model.forge_objects.clip == "base"
