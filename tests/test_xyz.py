@@ -55,7 +55,7 @@ def test_axes_are_registered_once_however_often_the_ui_is_built(grid) -> None:
     assert len(grid.script_callbacks.callback_map["callbacks_before_ui"]) == 1
     labels = [option.label for option in grid.xyz_grid.axis_options]
     assert labels == [*before, xyz.AXIS_STEPS_PERCENT, xyz.AXIS_CHECKPOINT, xyz.AXIS_AESTHETIC_SCORE,
-                      xyz.AXIS_CFG_SCALE, xyz.AXIS_NOISE_MULTIPLIER]
+                      xyz.AXIS_CFG_SCALE, xyz.AXIS_NOISE_MULTIPLIER, xyz.AXIS_PROMPT_SR]
     assert all(label.startswith("SDXL Refiner") for label in labels[len(before):])
 
 
