@@ -71,10 +71,10 @@ def test_positional_and_named_args_give_the_same_image(api):
     assert pixels(named) == pixels(positional)
 
 
-def test_the_webui_drops_positional_args_beyond_the_panels_eleven_before_we_see_them(api):
-    """As the README says: a twelfth value is not ours to refuse; the image is the eleven's."""
-    eleven = [True, REFINER, 25, 6.0, 2.5, 0, "default", "", "", 0, 1.0]
-    assert pixels(api.txt2img(refiner=[*eleven, "stray"])) == pixels(api.txt2img(refiner=eleven))
+def test_the_webui_drops_positional_args_beyond_the_panels_twelve_before_we_see_them(api):
+    """As the README says: a thirteenth value is not ours to refuse; the image is the twelve's."""
+    twelve = [True, REFINER, 25, 6.0, 2.5, 0, "default", "", "", 0, 1.0, "none"]
+    assert pixels(api.txt2img(refiner=[*twelve, "stray"])) == pixels(api.txt2img(refiner=twelve))
 
 
 def test_img2img_runs_the_refiner_on_the_steps_it_runs(api):
