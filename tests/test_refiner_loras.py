@@ -118,9 +118,27 @@ def test_the_pass_takes_the_base_set_the_host_activated_for_it(networks):
     ((), (LoraTag("a", 0.5, 1.0),), True),
     ((LoraTag("a", 0.5, 1.0), LoraTag("b")), (LoraTag("b"), LoraTag("a", 0.5, 0.1)), False),  # order alone
     ((LoraTag("a", 0.5, 1.0, 8),), (LoraTag("a", 0.5, 1.0),), True),
+    ((LoraTag("a", 0.5, 1.0), LoraTag("unet-only", 0.5, 1.0)), (LoraTag("a", 0.5, 1.0),), False),
 ])
 def test_the_refiners_conds_are_encoded_again_only_where_the_encoders_loras_differ(chosen, base, differs):
-    assert loras.RefinerLoras(chosen=chosen, base=base).text_encoder_differs() is differs
+    """Only LoRAs with text-encoder layers count: a UNet-only LoRA's te weight changes no cond."""
+    found = loras.RefinerLoras(chosen=chosen, base=base, with_text_encoder=frozenset({"a", "b"}))
+    assert found.text_encoder_differs() is differs
+
+
+def test_a_file_with_text_encoder_layers_is_told_from_its_header(networks, tmp_path):
+    assert loras.has_text_encoder_layers(networks.available_networks["detail"].filename)
+    unet_only = tmp_path / "unet-only.safetensors"
+    save_file({"lora_unet_a.lora_down.weight": torch.zeros(1, 2)}, str(unet_only))
+    assert not loras.has_text_encoder_layers(str(unet_only))
+    assert loras.has_text_encoder_layers("old.pt"), "a file whose keys are not read is taken to have them"
+
+
+def test_a_base_lora_the_host_did_not_find_is_not_in_the_base_set(networks):
+    p = types.SimpleNamespace(is_hr_pass=False, extra_network_data={"lora": [Params("gone"), Params("detail")]})
+    found = loras.for_pass(p, Settings(enabled=True, checkpoint="x", base_loras="same"), ())
+    assert found.base == found.chosen == (LoraTag("detail"),)
+    assert found.with_text_encoder == frozenset({"detail"})
 
 
 def test_the_hashes_are_written_as_the_lora_extension_writes_its_own(networks):

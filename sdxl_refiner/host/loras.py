@@ -20,6 +20,8 @@ from sdxl_refiner.core.settings import Settings
 KEY_LORA_HASHES = "SDXL Refiner Lora hashes"
 # the prefixes of a LoRA file's UNet keys, in the key forms the hosts' loaders convert
 UNET_KEY_PREFIXES = ("lora_unet_", "diffusion_model", "oft_unet", "unet.", "lycoris_")
+# and of its text-encoder keys (kohya's lora_te, lora_te1, lora_te2; diffusers' and Comfy's names)
+TEXT_ENCODER_KEY_PREFIXES = ("lora_te", "te_", "te1", "te2", "text_encoder", "text_model", "clip_", "conditioner")
 # what the Lora extension strips from a name before it writes "Lora hashes"
 _HASH_NAME_SYMBOLS = str.maketrans("", "", ":,")
 
@@ -35,14 +37,16 @@ class RefinerLoras:
     files: dict[str, object] = field(default_factory=dict)
     # what the binding found while applying them: a LoRA that fits no layer of the refiner, ...
     notes: list[str] = field(default_factory=list)
+    # the names, among both sets, of the LoRAs that have text-encoder layers
+    with_text_encoder: frozenset[str] = frozenset()
 
     def text_encoder_differs(self) -> bool:
         """Whether the refiner's conds need the refiner's LoRAs on the encoder rather than the base's."""
-        return _text_encoder_key(self.chosen) != _text_encoder_key(self.base)
+        return self._text_encoder_key(self.chosen) != self._text_encoder_key(self.base)
 
-
-def _text_encoder_key(tags: tuple[LoraTag, ...]) -> tuple:
-    return tuple(sorted((tag.name, tag.te, tag.dyn) for tag in tags if tag.te != 0))
+    def _text_encoder_key(self, tags: tuple[LoraTag, ...]) -> tuple:
+        return tuple(sorted((tag.name, tag.te, tag.dyn) for tag in tags
+                            if tag.te != 0 and tag.name in self.with_text_encoder))
 
 
 def networks_module() -> ModuleType:
@@ -98,11 +102,24 @@ def find_files(tags: tuple[LoraTag, ...]) -> dict[str, object]:
 
 
 def for_pass(p, settings: Settings, own: tuple[LoraTag, ...]) -> RefinerLoras:
-    """The pass's set: the base's LoRAs are those the host activated for this pass."""
+    """The pass's set: the base's LoRAs are those the host activated for this pass (one it did not
+    find, and skipped with its own warning, is not among them)."""
     data = getattr(p, "hr_extra_network_data", None) if getattr(p, "is_hr_pass", False) else None
-    base = base_loras_of(data if data is not None else getattr(p, "extra_network_data", None))
+    written = base_loras_of(data if data is not None else getattr(p, "extra_network_data", None))
+    base_files = _found_files(written)
+    base = tuple(tag for tag in written if tag.name in base_files)
     chosen = refiner_loras(base, own, settings.base_loras)
-    return RefinerLoras(own=own, chosen=chosen, base=base, files=find_files(chosen))
+    files = {**base_files, **find_files(chosen)}
+    with_text_encoder = frozenset(name for name, entry in files.items() if has_text_encoder_layers(entry.filename))
+    return RefinerLoras(own=own, chosen=chosen, base=base, files=files, with_text_encoder=with_text_encoder)
+
+
+def _found_files(tags: tuple[LoraTag, ...]) -> dict[str, object]:
+    if not tags:
+        return {}
+    networks = networks_module()
+    found = {tag.name: network_on_disk(networks, tag.name) for tag in tags}
+    return {name: entry for name, entry in found.items() if entry is not None}
 
 
 def hashes_text(loras: RefinerLoras) -> str:
@@ -118,17 +135,28 @@ def hashes_text(loras: RefinerLoras) -> str:
     return ", ".join(parts)
 
 
+def has_text_encoder_layers(filename: str) -> bool:
+    """Whether a LoRA file changes a text encoder, from its header; a file in another format than
+    safetensors is taken to (its conds are then encoded again, which is never wrong)."""
+    if not str(filename).endswith(".safetensors"):
+        return True
+    return any(key.startswith(TEXT_ENCODER_KEY_PREFIXES) for key in _keys(filename))
+
+
+def _keys(filename: str) -> list[str]:
+    from safetensors import safe_open
+
+    with safe_open(str(filename), framework="pt", device="cpu") as handle:
+        return list(handle.keys())
+
+
 def unet_layers_in_file(filename: str) -> set[str]:
     """The UNet layers a LoRA file names (a layer's down, up and alpha keys count once), from the
     header alone; a file in another format than safetensors counts none."""
     if not str(filename).endswith(".safetensors"):
         return set()
-    from safetensors import safe_open
-
-    with safe_open(str(filename), framework="pt", device="cpu") as handle:
-        keys = handle.keys()
     # the Lora extension's own split of a key into layer and weight name
-    return {key.partition(".")[0] for key in keys if key.startswith(UNET_KEY_PREFIXES)}
+    return {key.partition(".")[0] for key in _keys(filename) if key.startswith(UNET_KEY_PREFIXES)}
 
 
 def unmatched_note(name: str, matched: int, total: int) -> str:
