@@ -154,24 +154,28 @@ def check_prompt_tags(field: str, text: str) -> None:
         split_loras(field, text)
 
 
-def _base_loras(value: object) -> BaseLoras:
+def _labelled(field: str, value: object, labels: Mapping[str, str], allowed: str, fix: str) -> str:
+    """A choice given by its name or by its label in the panel, in any case."""
     if isinstance(value, str):
         wanted = value.strip().lower()
-        for name, label in BASE_LORAS_LABELS.items():
+        for name, label in labels.items():
             if wanted in (name, label.lower()):
-                return name  # type: ignore[return-value]
-    raise _fail("base_loras", value, "'none' or 'same'",
-                "'same' also applies the main prompt's LoRAs to the refiner; 'none' keeps them off it.")
+                return name
+    raise _fail(field, value, allowed, fix)
+
+
+def _base_loras(value: object) -> BaseLoras:
+    return _labelled(  # type: ignore[return-value]
+        "base_loras", value, BASE_LORAS_LABELS, "'none' or 'same'",
+        "'same' also applies the main prompt's LoRAs to the refiner; 'none' keeps them off it.",
+    )
 
 
 def _hires_pass(value: object) -> HiresPass:
-    if isinstance(value, str):
-        wanted = value.strip().lower()
-        for name, label in HIRES_PASS_LABELS.items():
-            if wanted in (name, label.lower()):
-                return name  # type: ignore[return-value]
     allowed = "one of " + ", ".join(f"'{name}'" for name in HIRES_PASS_LABELS)
-    raise _fail("hires_pass", value, allowed, "'default' follows Settings → SDXL Refiner.")
+    return _labelled(  # type: ignore[return-value]
+        "hires_pass", value, HIRES_PASS_LABELS, allowed, "'default' follows Settings → SDXL Refiner.",
+    )
 
 
 def _refuse_unknown(keys: object) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.live.webui_api import ApiError, WebUIApi, infotext, ours, pixels
+from tests.live.webui_api import ApiError, WebUIApi, infotext, ours, pixels, stopped_at
 
 LORA_UNET = "refiner-test-unet"
 LORA_TE = "refiner-test-te"
@@ -162,37 +162,17 @@ def refusals(api: WebUIApi, models: Models) -> None:
 def an_interrupt_during_the_refiners_lora_steps_leaves_both_models_clean(api: WebUIApi, models: Models) -> None:
     """Interrupted while the refiner runs with its LoRAs (and the base with its own): the request
     answers, and the base and the refiner then give the images they gave before."""
-    import threading
-    import time
-
     base_lora = f"{PROMPT} {tag(LORA_UNET, 0.6)}"
-    earlier = [pixels(models.generate(api)), pixels(models.generate(api, base_lora)),
-               pixels(models.generate(api, refiner=ours(models.base_copy, 50)))]
-    long_request = {**models.fields, "prompt": base_lora, "steps": 60,
-                    "refiner": ours(models.base_copy, 50, prompt=tag(LORA_TE))}
-    finished: dict[str, object] = {}
 
-    def generate() -> None:
-        try:
-            finished["response"] = api.txt2img(**long_request)
-        except Exception as error:  # the request itself must still succeed; recorded for the assert
-            finished["error"] = error
+    def clean_images() -> list:
+        return [pixels(models.generate(api)), pixels(models.generate(api, base_lora)),
+                pixels(models.generate(api, refiner=ours(models.base_copy, 50)))]
 
-    worker = threading.Thread(target=generate)
-    worker.start()
-    deadline = time.monotonic() + 300
-    reached = 0
-    while time.monotonic() < deadline and worker.is_alive():
-        reached = api.call("/sdapi/v1/progress?skip_current_image=true").get("state", {}).get("sampling_step", 0)
-        if reached >= 40:
-            break
-        time.sleep(0.02)
-    api.call("/sdapi/v1/interrupt", {})
-    worker.join(timeout=300)
+    earlier = clean_images()
+    reached = stopped_at(api, lambda: models.generate(
+        api, base_lora, steps=60, refiner=ours(models.base_copy, 50, prompt=tag(LORA_TE))), 40)
     assert reached >= 40, "the interrupt did not come after the switch (step 30 of 60): make the request longer"
-    assert "error" not in finished, finished.get("error")
-    assert [pixels(models.generate(api)), pixels(models.generate(api, base_lora)),
-            pixels(models.generate(api, refiner=ours(models.base_copy, 50)))] == earlier
+    assert clean_images() == earlier
 
 
 def an_xyz_prompt_sr_over_the_refiner_prompt_gives_the_cells_of_single_generations(

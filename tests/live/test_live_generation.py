@@ -10,8 +10,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import threading
-import time
 
 import pytest
 
@@ -23,6 +21,7 @@ from tests.live.webui_api import (
     ours,
     pixels,
     small_png,
+    stopped_at,
 )
 
 BUILTIN_OFF_NOTE = builtin_off_note("the WebUI")
@@ -159,27 +158,7 @@ def test_stopped_after_the_switch_then_clean_generations_equal_earlier_ones(api,
     earlier_base, earlier_refined = api.txt2img(), api.txt2img(refiner=ours(REFINER, 30))
     # a count of 2: skip ends the first image only, and the interrupt after it ends the rest
     long_request = {"steps": 150, "width": 256, "height": 256, "n_iter": 2, "refiner": ours(REFINER, 50)}
-    finished: dict[str, object] = {}
-
-    def generate():
-        try:
-            finished["response"] = api.txt2img(**long_request)
-        except Exception as error:  # the request itself must still succeed; recorded for the assert
-            finished["error"] = error
-
-    worker = threading.Thread(target=generate)
-    worker.start()
-    deadline = time.monotonic() + 300  # a busy machine samples slowly; a stalled one fails below
-    reached = 0
-    while time.monotonic() < deadline and worker.is_alive():
-        reached = api.call("/sdapi/v1/progress?skip_current_image=true").get("state", {}).get("sampling_step", 0)
-        if reached >= 80:
-            break
-        time.sleep(0.05)
-    api.call(f"/sdapi/v1/{stop}", {})
+    reached = stopped_at(api, lambda: api.txt2img(**long_request), 80, stop)
     assert reached >= 80, f"the {stop} did not come after the switch (step 75 of 150): make the request longer"
-    api.call("/sdapi/v1/interrupt", {})
-    worker.join(timeout=300)
-    assert "error" not in finished, finished.get("error")
     assert pixels(api.txt2img(refiner=ours(REFINER, 30))) == pixels(earlier_refined)
     assert pixels(api.txt2img()) == pixels(earlier_base)

@@ -6,9 +6,11 @@ import base64
 import io
 import json
 import os
+import threading
+import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 BASE = os.environ.get("SDXL_REFINER_LIVE_BASE", "tiny-sdxl-base.safetensors")
@@ -83,6 +85,37 @@ class WebUIApi:
             if script["name"] == "x/y/z plot" and script["is_img2img"] == is_img2img:
                 return script["args"][0]["choices"].index(label)
         raise LookupError("the WebUI has no x/y/z plot script")
+
+
+def stopped_at(api: WebUIApi, generate: Callable[[], dict], step: int, stop: str = "interrupt",
+               timeout: float = 300.0) -> int:
+    """Runs ``generate`` (one request) in a thread and stops it (``interrupt`` or ``skip``) once the
+    host reports the sampling step ``step``; returns the step reached. The request itself must
+    still answer: an error it raised is raised here."""
+    finished: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            finished["response"] = generate()
+        except Exception as error:  # raised below, in the test's thread
+            finished["error"] = error
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    deadline = time.monotonic() + timeout  # a busy machine samples slowly; a stalled one fails the caller's check
+    reached = 0
+    while time.monotonic() < deadline and worker.is_alive():
+        reached = api.call("/sdapi/v1/progress?skip_current_image=true").get("state", {}).get("sampling_step", 0)
+        if reached >= step:
+            break
+        time.sleep(0.02)
+    api.call(f"/sdapi/v1/{stop}", {})
+    if stop != "interrupt":
+        api.call("/sdapi/v1/interrupt", {})  # a skip ends the current image only
+    worker.join(timeout=timeout)
+    if "error" in finished:
+        raise AssertionError(f"the stopped request failed: {finished['error']}")
+    return reached
 
 
 def request(*, refiner: dict | list | None = None, **fields) -> dict:

@@ -9,8 +9,6 @@ call for Euler, is the oracle for what the refiner's steps must give.
 from __future__ import annotations
 
 import json
-import threading
-import time
 
 import pytest
 
@@ -26,6 +24,7 @@ from tests.live.webui_api import (
     ours,
     pixels,
     small_png,
+    stopped_at,
 )
 
 pytestmark = pytest.mark.live
@@ -199,26 +198,8 @@ def test_an_xyz_plot_over_the_refiner_share_gives_the_cells_of_single_generation
 def test_interrupted_after_the_switch_then_clean_generations_equal_earlier_ones(forge_api):
     earlier_base = forge_api.txt2img(**on_base())
     earlier_refined = forge_api.txt2img(**on_base(), refiner=ours(FORGE_REFINER, 30))
-    finished: dict[str, object] = {}
-
-    def generate():
-        try:
-            finished["response"] = forge_api.txt2img(**on_base(steps=60, n_iter=2), refiner=ours(FORGE_REFINER, 50))
-        except Exception as error:  # the request itself must still succeed; recorded for the assert
-            finished["error"] = error
-
-    worker = threading.Thread(target=generate)
-    worker.start()
-    deadline = time.monotonic() + 300
-    reached = 0
-    while time.monotonic() < deadline and worker.is_alive():
-        reached = forge_api.call("/sdapi/v1/progress?skip_current_image=true").get("state", {}).get("sampling_step", 0)
-        if reached >= 35:
-            break
-        time.sleep(0.05)
-    forge_api.call("/sdapi/v1/interrupt", {})
+    reached = stopped_at(forge_api, lambda: forge_api.txt2img(
+        **on_base(steps=60, n_iter=2), refiner=ours(FORGE_REFINER, 50)), 35)
     assert reached >= 35, "the interrupt did not come after the switch (step 30 of 60): make the request longer"
-    worker.join(timeout=300)
-    assert "error" not in finished, finished.get("error")
     assert pixels(forge_api.txt2img(**on_base(), refiner=ours(FORGE_REFINER, 30))) == pixels(earlier_refined)
     assert pixels(forge_api.txt2img(**on_base())) == pixels(earlier_base)
