@@ -326,3 +326,35 @@ def test_the_clip_is_the_bases_again_after_an_encoding_that_fails():
         assert sd_model.forge_objects.clip == "refiner"
         raise RuntimeError("encoding failed")
     assert sd_model.forge_objects.clip == "base"
+
+
+# --- the refiner's conds --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("prompt", "differs", "encodes"), [
+    ("<lora:detail:0.5>", False, False),  # tags alone keep the pass's prompt, and its encoder
+    ("a fox <lora:detail:0.5>", False, False),  # the main prompt written again
+    ("<lora:detail:0.5>", True, True),  # the encoder runs with other LoRAs
+    ("grain <lora:detail:0.5>", False, True),  # another text
+])
+def test_the_refiners_conds_are_encoded_only_when_they_can_differ_from_the_pass(monkeypatch, prompt, differs, encodes):
+    from sdxl_refiner.host import prompts
+    from sdxl_refiner.host.run_state import RefinerRun
+
+    monkeypatch.setattr(prompts, "_as_the_webui_prepares", lambda p, field, text: text)
+    host_modules = types.ModuleType("modules")
+    host_modules.shared = types.SimpleNamespace(sd_model="the base")
+    host_modules.sd_samplers = types.SimpleNamespace()
+    monkeypatch.setitem(__import__("sys").modules, "modules", host_modules)
+    p = types.SimpleNamespace(is_hr_pass=False, prompts=["a fox "], negative_prompts=["blur"], width=64, height=64,
+                              steps=8)
+    tag = LoraTag("detail", 0.5, 0.5)
+    run = RefinerRun(settings=Settings(enabled=True, checkpoint="x", prompt=prompt),
+                     loras=loras.RefinerLoras(chosen=(tag,), base=() if differs else (tag,),
+                                              with_text_encoder=frozenset({"detail"})))
+    jobs = []
+    conds = prompts.refiner_conds(p, run, lambda sd_model, job: jobs.append(job) or ("c", "u"))
+    assert (conds is not None) is encodes
+    assert len(jobs) == int(encodes)
+    if encodes:
+        assert jobs[0].loras == ((tag,) if differs else None)

@@ -135,6 +135,10 @@ def refiner_conds(p, run, encode: Encode) -> tuple | None:
     if run.own_text is None and not settings.prompt and not settings.negative_prompt and not lora_text:
         return None
     job = refiner_job(p, settings, run.loras.chosen if lora_text else None)
+    if run.own_text is None and job == pass_job(p):
+        # the pass's own texts (a refiner prompt of LoRA tags alone, or the main prompt written again)
+        # and the pass's LoRAs on the encoder: the pass's own conds are these
+        return None
     if run.own_text is not None:
         return run.own_text.encode(job, encode)
     if job not in run.encoded:
