@@ -358,3 +358,167 @@ def test_the_refiners_conds_are_encoded_only_when_they_can_differ_from_the_pass(
     assert len(jobs) == int(encodes)
     if encodes:
         assert jobs[0].loras == ((tag,) if differs else None)
+
+
+# --- what each message says, and the paths a host without some attribute takes (mutation survivors) ---
+
+
+@pytest.mark.parametrize(("prompt", "message"), [
+    ("<lora:a:te=x>", "SDXL Refiner: 'prompt' holds '<lora:a:te=x>': its text-encoder weight 'x' is not a number. "
+                      "Write a number, such as <lora:name:0.8>."),
+    ("<lora:a:1:x>", "SDXL Refiner: 'prompt' holds '<lora:a:1:x>': its UNet weight 'x' is not a number. "
+                     "Write a number, such as <lora:name:0.8>."),
+    ("<lora:te=1>", "SDXL Refiner: 'prompt' holds '<lora:te=1>': it names no LoRA. Write the LoRA's name, such as "
+                    "<lora:name:0.8>."),
+])
+def test_each_refused_tag_has_this_exact_message(prompt, message):
+    with pytest.raises(SettingsError) as refused:
+        loras.own_loras(prompt)
+    assert str(refused.value) == message
+
+
+def test_a_base_lora_the_host_parsed_is_read_with_the_main_prompts_words():
+    from sdxl_refiner.core.loras import host_params_loras
+
+    with pytest.raises(SettingsError) as refused:
+        host_params_loras([Params("a", "1", "x")])
+    assert str(refused.value).startswith("SDXL Refiner: 'prompt' holds '<lora:a:1:x>': its UNet weight 'x'")
+    with pytest.raises(SettingsError, match="names no LoRA"):
+        host_params_loras([object()])
+
+
+def test_a_module_named_networks_that_is_not_the_lora_extensions_is_not_taken_for_it(monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "networks", types.ModuleType("networks"))
+    with pytest.raises(SettingsError) as refused:
+        loras.networks_module()
+    assert str(refused.value) == (
+        "SDXL Refiner: the refiner prompt holds LoRA tags, but the host's built-in Lora extension is not loaded. "
+        "Enable it (Extensions tab → Lora / sd_forge_lora) and restart, or remove the tags.")
+
+
+def test_the_unknown_name_message_in_full(networks):
+    with pytest.raises(SettingsError) as refused:
+        loras.find_files((LoraTag("nope"),))
+    assert str(refused.value) == (
+        "SDXL Refiner: the refiner prompt names the LoRA 'nope', which is not in the host's LoRA list. Check the "
+        "name in the Lora tab (or /sdapi/v1/loras), or click its refresh button after adding the file.")
+
+
+def test_a_forbidden_alias_that_is_a_files_own_name_is_found_without_a_new_listing(networks):
+    networks.forbidden_network_aliases["detail"] = 1
+    assert loras.network_on_disk(networks, "detail") is networks.available_networks["detail"]
+    assert networks.listed == 0
+
+
+def test_a_pass_of_a_host_without_the_hires_fields_takes_the_first_pass_data(networks):
+    own = (LoraTag("detail", 0.5, 0.5),)
+    bare = types.SimpleNamespace()
+    found = loras.for_pass(bare, Settings(enabled=True, checkpoint="x", base_loras="same"), own)
+    assert (found.own, found.chosen, found.base) == (own, own, ())
+    assert set(found.files) == {"detail"} and found.with_text_encoder == frozenset({"detail"})
+    first_pass = types.SimpleNamespace(extra_network_data={"lora": [Params("style:v2")]},
+                                       hr_extra_network_data={"lora": [Params("detail")]})
+    assert loras.for_pass(first_pass, Settings(enabled=True, checkpoint="x", base_loras="same"), ()).chosen == (
+        LoraTag("style:v2"),)
+
+
+def test_a_lora_without_a_hash_does_not_end_the_list(networks):
+    files = {"nohash": OnDisk("nohash", "x.safetensors"), "detail": networks.available_networks["detail"]}
+    chosen = (LoraTag("nohash"), LoraTag("missing"), LoraTag("detail"))
+    assert loras.hashes_text(loras.RefinerLoras(chosen=chosen, files=files)) == "detail: aa11"
+
+
+def test_the_xyz_replacement_is_checked_in_the_field_it_lands_in():
+    settings = Settings(enabled=True, checkpoint="x", prompt="grain", negative_prompt="blur")
+    p = types.SimpleNamespace()
+    xyz.apply_prompt_sr(p, "<lora:d:1>", ["blur", "<lora:d:1>"])
+    with pytest.raises(SettingsError, match=r"^SDXL Refiner: 'negative_prompt' holds '<lora:d:1>'"):
+        xyz.with_prompt_sr(p, settings)
+    xyz.apply_prompt_sr(p, "<hypernet:d:1>", ["grain", "<hypernet:d:1>"])
+    with pytest.raises(SettingsError, match=r"^SDXL Refiner: 'prompt' holds '<hypernet:d:1>'"):
+        xyz.with_prompt_sr(p, settings)
+    xyz.apply_prompt_sr(p, "z", ["fox", "z"])
+    with pytest.raises(SettingsError) as refused:
+        xyz.with_prompt_sr(p, settings)
+    assert str(refused.value) == (
+        "SDXL Refiner: X/Y/Z axis 'SDXL Refiner prompt S/R' did not find 'fox' in the refiner prompt or its negative "
+        "prompt. Its first value is the text to replace: write it into the refiner prompt.")
+
+
+def test_two_files_are_built_apart_and_a_base_without_a_mapping_gets_the_hosts(networks, tmp_path):
+    other = tmp_path / "other.safetensors"
+    save_file({"lora_unet_x.lora_down.weight": torch.zeros(1, 2)}, str(other))
+    networks.available_networks["other"] = OnDisk("other", str(other))
+    sd_model = types.SimpleNamespace()
+
+    def assign(model):
+        model.network_layer_mapping = {"0_fc1": torch.nn.Linear(1, 1)}
+
+    networks.assign_network_names_to_compvis_modules = assign
+    built = []
+
+    def load_network(name, entry):
+        assert entry is networks.available_networks[name]
+        built.append(name)
+        return Net(name, {"diffusion_model_input_blocks_0": object()})
+
+    networks.load_network = load_network
+    run = loras.RefinerLoras(chosen=(LoraTag("detail"), LoraTag("other")),
+                             files={"detail": networks.available_networks["detail"], "other": networks.available_networks["other"]})
+    nets = webui_loras.refiner_networks(sd_model, TinyUNet(), run)
+    assert built == ["detail", "other"] and nets[0] is not nets[1]
+    assert list(sd_model.network_layer_mapping) == ["0_fc1"]
+    assert run.notes == ["LoRA detail: 1 of its 2 UNet layers match no layer of the refiner"], "other: 1 of 1 fits"
+
+
+def test_a_file_whose_layers_are_not_counted_gets_no_note():
+    assert webui_loras._match_notes("old", "old.pt", Net("old")) == []
+
+
+def test_ending_a_pass_twice_leaves_the_bases_list(networks):
+    base_net = Net("style")
+    networks.loaded_networks[:] = [base_net]
+    networks.load_network = lambda name, entry: Net(name)
+    lora_set = webui_loras.RefinerSet(types.SimpleNamespace(network_layer_mapping={}), loras.RefinerLoras())
+    lora_set.on_switch(TinyUNet())
+    lora_set.ended()
+    lora_set.ended()
+    assert networks.loaded_networks == [base_net]
+
+
+def test_layer_errors_count_from_zero_for_a_network_the_counter_did_not_list():
+    nets = [Net("new"), Net("old"), Net("clean")]
+    notes = webui_loras.error_notes({"old": 2}, {"new": 1, "old": 3, "clean": 0}, nets)
+    assert notes == ["LoRA new: 1 layers of the refiner did not take it (their shapes differ)",
+                     "LoRA old: 1 layers of the refiner did not take it (their shapes differ)"]
+    assert webui_loras.error_notes({"old": 2}, {"old": 2}, nets) == []
+
+
+def test_a_chain_notes_the_lora_that_matched_nothing_after_one_that_matched(networks, tmp_path):
+    one_layer = tmp_path / "one.safetensors"
+    save_file({"lora_unet_a.lora_down.weight": torch.zeros(1, 2)}, str(one_layer))
+    networks.available_networks["one"] = OnDisk("one", str(one_layer))
+    seen = []
+
+    def load_lora_for_models(unet, clip, state, strength_model, strength_clip, filename):
+        seen.append((state, filename))
+        if state.endswith("one.safetensors"):
+            return unet, clip  # the loader found no layer of it
+        patches = {**unet.lora_patches, (filename, strength_model, 1.0, False): {"diffusion_model.lora_unet_a.weight": [1]}}
+        return Patcher(True, patches), clip
+
+    networks.load_lora_for_models = load_lora_for_models
+    networks.load_lora_state_dict = lambda filename: f"state of {filename}"
+    run = loras.RefinerLoras(chosen=(LoraTag("detail"), LoraTag("one")),
+                             files={"detail": networks.available_networks["detail"], "one": networks.available_networks["one"]})
+    patcher_loras.with_loras(Patcher(True), "clip", run)
+    detail_file = networks.available_networks["detail"].filename
+    assert seen == [(f"state of {detail_file}", detail_file), (f"state of {one_layer}", str(one_layer))]
+    assert run.notes == [
+        "LoRA detail: 1 of its 2 UNet layers match no layer of the refiner",
+        "LoRA one matches no layer of the refiner (it was made for another UNet), so it did not change the refiner",
+    ]
+
+
+def test_a_patcher_with_no_patches_of_either_kind_counts_none():
+    assert patcher_loras.patch_counts(types.SimpleNamespace()) == {}

@@ -83,7 +83,6 @@ def refiner_networks(sd_model, unet: torch.nn.Module, loras: RefinerLoras) -> li
         if net is None:
             net = built[key] = _load_against(networks, sd_model, mapping, tag.name, entry)
         loras.notes.extend(getattr(net, "sdxl_refiner_notes", ()))
-        net.mentioned_name = tag.name
         net.te_multiplier, net.unet_multiplier, net.dyn_dim = tag.te, tag.unet, tag.dyn
         chosen.append(net)
     return chosen
