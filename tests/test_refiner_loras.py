@@ -410,12 +410,20 @@ def test_a_forbidden_alias_that_is_a_files_own_name_is_found_without_a_new_listi
     assert networks.listed == 0
 
 
-def test_a_pass_of_a_host_without_the_hires_fields_takes_the_first_pass_data(networks):
+def test_a_pass_of_a_host_without_the_hires_fields_takes_the_first_pass_data(networks, tmp_path):
     own = (LoraTag("detail", 0.5, 0.5),)
     bare = types.SimpleNamespace()
     found = loras.for_pass(bare, Settings(enabled=True, checkpoint="x", base_loras="same"), own)
     assert (found.own, found.chosen, found.base) == (own, own, ())
     assert set(found.files) == {"detail"} and found.with_text_encoder == frozenset({"detail"})
+    unet_only = tmp_path / "unet-only.safetensors"
+    save_file({"lora_unet_a.lora_down.weight": torch.zeros(1, 2)}, str(unet_only))
+    networks.available_network_aliases["unet-only"] = OnDisk("unet-only", str(unet_only))
+    mixed = loras.for_pass(bare, Settings(enabled=True, checkpoint="x"), (*own, LoraTag("unet-only")))
+    assert mixed.with_text_encoder == frozenset({"detail"})
+    hires_without_its_data = types.SimpleNamespace(is_hr_pass=True, extra_network_data={"lora": [Params("detail")]})
+    same = Settings(enabled=True, checkpoint="x", base_loras="same")
+    assert loras.for_pass(hires_without_its_data, same, ()).chosen == (LoraTag("detail"),)
     first_pass = types.SimpleNamespace(extra_network_data={"lora": [Params("style:v2")]},
                                        hr_extra_network_data={"lora": [Params("detail")]})
     assert loras.for_pass(first_pass, Settings(enabled=True, checkpoint="x", base_loras="same"), ()).chosen == (
@@ -471,8 +479,11 @@ def test_two_files_are_built_apart_and_a_base_without_a_mapping_gets_the_hosts(n
     assert run.notes == ["LoRA detail: 1 of its 2 UNet layers match no layer of the refiner"], "other: 1 of 1 fits"
 
 
-def test_a_file_whose_layers_are_not_counted_gets_no_note():
+def test_a_file_whose_layers_are_not_counted_gets_no_note_and_one_of_one_layer_that_fits_none_gets_one(tmp_path):
     assert webui_loras._match_notes("old", "old.pt", Net("old")) == []
+    one_layer = tmp_path / "one.safetensors"
+    save_file({"lora_unet_a.lora_down.weight": torch.zeros(1, 2)}, str(one_layer))
+    assert webui_loras._match_notes("one", str(one_layer), Net("one")) == [loras.unmatched_note("one", 0, 1)]
 
 
 def test_ending_a_pass_twice_leaves_the_bases_list(networks):

@@ -82,7 +82,7 @@ def refiner_networks(sd_model, unet: torch.nn.Module, loras: RefinerLoras) -> li
         net = built.get(key)
         if net is None:
             net = built[key] = _load_against(networks, sd_model, mapping, tag.name, entry)
-        loras.notes.extend(getattr(net, "sdxl_refiner_notes", ()))
+        loras.notes.extend(net.sdxl_refiner_notes)
         net.te_multiplier, net.unet_multiplier, net.dyn_dim = tag.te, tag.unet, tag.dyn
         chosen.append(net)
     return chosen
