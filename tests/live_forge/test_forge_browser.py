@@ -97,9 +97,10 @@ def test_a_refusal_from_the_page_shows_in_the_error_box_as_the_hosts_own_errors(
         page.number(elem, value)
     page.page.locator(f"#{elem_id('txt2img', 'advanced')} .label-wrap").first.click()
     refiner_prompt = page.page.locator(f"#{elem_id('txt2img', 'prompt')} textarea")
-    refiner_prompt.fill("film grain <lora:detail:0.8>")
+    refiner_prompt.fill("film grain <hypernet:detail:0.8>")
     refiner_prompt.press("Tab")
     page.page.locator("#txt2img_generate").click()
     page.page.wait_for_function("() => (gradioApp().querySelector('#html_log_txt2img .error') || {}).textContent")
     shown = page.page.locator("#html_log_txt2img .error").first.inner_text()
-    assert shown.startswith("SettingsError: SDXL Refiner: 'prompt' holds the extra network tag '<lora:detail:0.8>'")
+    assert shown.startswith("SettingsError: SDXL Refiner: 'prompt' holds '<hypernet:detail:0.8>': the refiner takes "
+                            "LoRAs")
