@@ -40,8 +40,6 @@ class PatcherRefiner:
 
     patcher: Any
     route: RefinerRoute | None = None
-    # this pass's refiner patcher: the cached one, or a clone carrying the refiner's LoRAs
-    pass_patcher: Any = None
 
 
 class PatcherBinding:
@@ -88,7 +86,6 @@ class PatcherBinding:
         unet.add_extra_model_patcher_during_sampling(patchers.unet)
         sd_model.forge_objects.unet = unet
         run.refiner.route = route
-        run.refiner.pass_patcher = patchers.unet
 
     @contextmanager
     def pass_route(self, p, run: RefinerRun) -> Iterator[PassRoute]:
